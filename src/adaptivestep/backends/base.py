@@ -1,0 +1,123 @@
+"""The backend interface every engine implements (llama.cpp, transformers; later vLLM, Ray actors).
+
+Callers only use :class:`Backend`. A backend turns token-id prompts into sampled continuations with the
+exact log-probability of each sampled token under the temperature-1 model distribution.
+
+Determinism: continuation ``j`` of a request with seed ``s`` draws its random numbers from
+``numpy.random.default_rng([s, j])``, so its tokens do not depend on how requests are batched. Together
+with deterministic logits this makes a rollout a pure function of (prefix, seed, j) - the property that
+resumable labelling relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to draw tokens.
+
+    temperature: softmax temperature used to *draw* tokens (1.0 = model distribution, 0.0 = greedy).
+        Recorded log-probs are always under temperature 1, whatever this is.
+    top_p: nucleus mass kept when drawing (1.0 = off).
+    top_k: keep the k most likely tokens when drawing (0 = off).
+    max_tokens: most tokens generated per continuation.
+    top_logprobs: how many top alternatives (id, logprob) to return per position (0 = none).
+    stop: strings that end a continuation (the stop string is kept in the text).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 512
+    top_logprobs: int = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.top_k < 0 or self.top_logprobs < 0:
+            raise ValueError("top_k and top_logprobs must be >= 0")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """``n`` continuations of ``prompt_ids`` (which may already hold part of a response: rollouts)."""
+
+    prompt_ids: tuple[int, ...]
+    n: int = 1
+    seed: int = 0
+    config: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class Generation:
+    """One continuation: response tokens only (prompt excluded)."""
+
+    token_ids: list[int]
+    logprobs: list[float]  # temperature-1 log p of each sampled token
+    finish_reason: str  # "stop" (EOS or stop string) | "length"
+    text: str
+    token_end_chars: list[int]  # len(decode(token_ids[:i+1])) for each i
+    top_logprobs: list[list[list[float]]] | None = None  # per position [[id, logprob], ...]
+    prompt_tokens_evaluated: int = 0  # prompt tokens this call actually ran through the model (cost)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the pipeline needs from an inference engine."""
+
+    name: str  # "llamacpp" | "hf" | ...
+    model_id: str  # path or name of the weights
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` (no BOS added, special tokens in the text are parsed)."""
+        ...
+
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        """The model's own chat template applied to one user turn, ending with the assistant header."""
+        ...
+
+    def is_eos(self, token_id: int) -> bool: ...
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
+        """For each request, ``request.n`` continuations (same order)."""
+        ...
+
+    def score(self, prompt_ids: Sequence[int], token_ids: Sequence[int]) -> list[float]:
+        """Temperature-1 log p of each of ``token_ids`` given ``prompt_ids`` and the tokens before it."""
+        ...
+
+    def next_logprobs(self, ids: Sequence[int]) -> np.ndarray:
+        """Temperature-1 log-probabilities over the vocabulary for the token after ``ids``, shape (V,)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def text_offsets(decode: object, token_ids: Sequence[int]) -> tuple[str, list[int]]:
+    """Decode tokens one by one into the full text and each token's end offset in it.
+
+    ``decode`` maps a list of ids to *bytes*. Bytes are accumulated and decoded with ``errors="ignore"``
+    on the prefix, so a multi-byte character split over tokens lands on the token that completes it.
+    """
+    buf = b""
+    ends: list[int] = []
+    for t in token_ids:
+        buf += decode([t])  # type: ignore[operator]
+        ends.append(len(buf.decode("utf-8", errors="ignore")))
+    text = buf.decode("utf-8", errors="replace")
+    # 'replace' may lengthen a trailing broken sequence; clamp offsets to the text
+    ends = [min(e, len(text)) for e in ends]
+    return text, ends
