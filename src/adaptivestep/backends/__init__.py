@@ -1,0 +1,42 @@
+"""Inference backends behind one Protocol (:class:`~adaptivestep.backends.base.Backend`).
+
+Each engine lives in its own module and is imported only when chosen, so installing one engine is enough.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from .base import Backend, GenRequest, Generation, SamplingConfig
+
+# name -> (module, class): chosen from this table, never by an if-chain on names
+BACKENDS: dict[str, tuple[str, str]] = {
+    "llamacpp": ("adaptivestep.backends.llamacpp", "LlamaCppBackend"),
+    "hf": ("adaptivestep.backends.hf", "HFBackend"),
+}
+_INSTALL = {"llamacpp": "pip install 'adaptivestep[llamacpp]'", "hf": "pip install torch==2.13.0 'adaptivestep[hf]'"}
+
+
+def load_backend(name: str, model: str | None = None, **options: Any) -> Backend:
+    """Open ``model`` (embedded name, .gguf file or HF directory) with backend ``name`` ("auto" picks
+    llamacpp for GGUF files and hf for directories)."""
+    from ..models import resolve_model
+
+    path = resolve_model(model)
+    if name == "auto":
+        name = "hf" if Path(path).is_dir() else "llamacpp"
+    if name not in BACKENDS:
+        raise ValueError(f"--backend: unknown backend {name!r}; choose from {', '.join(BACKENDS)} or auto")
+    if name == "llamacpp" and Path(path).is_dir():
+        raise ValueError(f"--backend llamacpp needs a .gguf file, got the directory {path}")
+    mod_name, cls_name = BACKENDS[name]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ImportError(f"backend {name!r} is not installed ({e}); run: {_INSTALL[name]}") from e
+    return getattr(mod, cls_name)(path, **options)  # type: ignore[no-any-return]
+
+
+__all__ = ["BACKENDS", "Backend", "GenRequest", "Generation", "SamplingConfig", "load_backend"]

@@ -51,12 +51,23 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class GenRequest:
-    """``n`` continuations of ``prompt_ids`` (which may already hold part of a response: rollouts)."""
+    """``n`` continuations of ``prompt_ids`` (which may already hold part of a response: rollouts).
+
+    Continuation ``j`` (0 <= j < n) draws from ``rng_for(seed, first_index + j)``: a resumed job asks for the
+    missing continuations ``first_index .. first_index + n - 1`` and gets exactly what an uninterrupted run got.
+    """
 
     prompt_ids: tuple[int, ...]
     n: int = 1
     seed: int = 0
     config: SamplingConfig = field(default_factory=SamplingConfig)
+    first_index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if not self.prompt_ids:
+            raise ValueError("prompt_ids must not be empty")
 
 
 @dataclass

@@ -1,0 +1,301 @@
+"""Monte-Carlo step labelling: rollouts from every step prefix, judged by a checker, resumable per rollout.
+
+For a response split into K steps, prefix k (k < K-1) = prompt + response tokens up to the end of step k.
+M rollouts continue each prefix; a checker judges each full text (prefix text + rollout). The last step is the
+response itself and is labelled by its own final answer. Rollout ``j`` of the prefix ending at token ``e`` uses
+seed ``stable_seed(cfg.seed, problem_id, sample_index, e)`` and stream ``j``: it is the same rollout whichever
+split method produced that prefix, whether it was batched, and whether the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend, GenRequest, SamplingConfig
+from .jsonl import DataError, JsonlWriter, read_records
+from .labels import early_stop_waves, hard_label, run_first_error_search, soft_label
+from .records import LabeledRecord, Problem, Sample, StepSplit
+from .worklog import Rollout, WorkLog, stable_seed
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Settings of ``adaptivestep label``.
+
+    rollouts: M, completions sampled from each step prefix (Math-Shepherd used 8).
+    label_type: which label goes into ``labels``: "hard" (1.0 if any rollout is correct) or "soft" (fraction).
+    max_tokens: most tokens per rollout.
+    temperature: sampling temperature of rollouts (1.0 = model distribution).
+    seed: base seed; every rollout's seed derives from it, the sample and the prefix.
+    kv_reuse: keep the KV cache between calls so step k+1's prefix only evaluates what extends step k's.
+    early_stop: (hard labels) stop a step's rollouts after the first wave that holds a correct one.
+    wave: rollouts per wave with early_stop (1 = stop at the very first success, larger = more batching).
+    first_error_search: (hard labels) binary search for the first step labelled 0, inferring the others.
+    batched: decode the rollouts of a prefix (and of all prefixes of a sample) together.
+    keep_text: store each rollout's text in the work log (for inspection; makes it larger).
+    """
+
+    rollouts: int = 8
+    label_type: str = "hard"
+    max_tokens: int = 384
+    temperature: float = 1.0
+    seed: int = 0
+    kv_reuse: bool = True
+    early_stop: bool = False
+    wave: int = 2
+    first_error_search: bool = False
+    batched: bool = True
+    keep_text: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rollouts < 1:
+            raise ValueError(f"--rollouts must be >= 1, got {self.rollouts}")
+        if self.label_type not in ("hard", "soft"):
+            raise ValueError(f"--label-type must be 'hard' or 'soft', got {self.label_type!r}")
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if self.wave < 1:
+            raise ValueError(f"--wave must be >= 1, got {self.wave}")
+        if self.label_type == "soft" and (self.early_stop or self.first_error_search):
+            raise ValueError("early stop and first-error search give hard labels only; use --label-type hard")
+
+    @property
+    def savers(self) -> str:
+        on = [n for n, v in (("kv", self.kv_reuse), ("early", self.early_stop),
+                             ("bsearch", self.first_error_search), ("batch", self.batched)) if v]
+        return "+".join(on) or "none"
+
+
+class LabelFailure(RuntimeError):
+    """One sample could not be labelled (no gold answer, checker error...); counted and reported."""
+
+
+Judge = Callable[[Problem, str], bool]
+
+
+@dataclass
+class _Ctx:
+    backend: Backend
+    judge: Judge
+    cfg: LabelConfig
+    log: WorkLog
+    on_rollouts: Callable[[int], None] = lambda n: None
+
+
+def _rollouts_for(ctx: _Ctx, problem: Problem, sample: Sample, wanted: dict[int, list[int]]) -> dict[int, list[Rollout]]:
+    """Finished rollouts for ``{prefix_end: [rollout indices]}``: from the log, generating what is missing."""
+    cfg = ctx.cfg
+    done = ctx.log.for_sample(sample.problem_id, sample.sample_index)
+    result: dict[int, list[Rollout]] = {}
+    todo: list[tuple[int, int, int]] = []  # (prefix_end, first_index, n)
+    for end, idxs in wanted.items():
+        seed = stable_seed(cfg.seed, sample.problem_id, sample.sample_index, end)
+        missing = [j for j in idxs if (end, j, seed) not in done]
+        result[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
+        for j in missing:  # group contiguous indices into one request each
+            if todo and todo[-1][0] == end and todo[-1][1] + todo[-1][2] == j and cfg.batched:
+                todo[-1] = (end, todo[-1][1], todo[-1][2] + 1)
+            else:
+                todo.append((end, j, 1))
+    if not todo:
+        return result
+    scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    calls = [todo] if cfg.batched else [[t] for t in todo]
+    for call in calls:
+        reqs = [
+            GenRequest(
+                prompt_ids=tuple(sample.prompt_ids + sample.token_ids[:end]), n=n,
+                seed=stable_seed(cfg.seed, sample.problem_id, sample.sample_index, end), first_index=j0, config=scfg,
+            )
+            for end, j0, n in call
+        ]
+        if not cfg.kv_reuse and hasattr(ctx.backend, "clear_cache"):
+            ctx.backend.clear_cache()  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        outs = ctx.backend.generate(reqs)
+        wall = (time.perf_counter() - t0) / max(1, sum(r.n for r in reqs))
+        for (end, j0, _n), req, gens in zip(call, reqs, outs):
+            prefix_text = sample.token_text(0, end)
+            for off, g in enumerate(gens):
+                try:
+                    ok = ctx.judge(problem, prefix_text + g.text)
+                except Exception as e:  # a checker that raises must not give a silent label
+                    raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
+                r = Rollout(sample.problem_id, sample.sample_index, end, j0 + off, req.seed, int(bool(ok)),
+                            len(g.token_ids), g.prompt_tokens_evaluated, wall, g.text if cfg.keep_text else "")
+                ctx.log.add(r)
+                result[end].append(r)
+            ctx.on_rollouts(len(gens))
+    for end in result:
+        result[end].sort(key=lambda r: r.index)
+    return result
+
+
+def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> LabeledRecord:
+    """Label every step of one split sample (see module docstring)."""
+    cfg = ctx.cfg
+    if split.n_tokens != len(sample.token_ids):
+        raise LabelFailure(
+            f"split of {sample.problem_id}#{sample.sample_index} has n_tokens={split.n_tokens} but the sample has "
+            f"{len(sample.token_ids)} tokens: the split file does not match the samples file"
+        )
+    if problem.kind == "math" and not (problem.answer or "").strip():
+        raise LabelFailure(f"problem {problem.id} has no gold answer")
+    if problem.kind == "code" and not (problem.tests or "").strip():
+        raise LabelFailure(f"code problem {problem.id} has no tests")
+    t0 = time.perf_counter()
+    spans = split.spans()
+    ends = [e for _, e in spans]
+    k_steps = len(spans)
+    try:
+        final_ok = ctx.judge(problem, sample.text)
+    except Exception as e:
+        raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
+    final = 1.0 if final_ok else 0.0
+    per_step: dict[int, list[Rollout]] = {}
+
+    def probe(ks: Sequence[int]) -> dict[int, float]:
+        """Hard labels of steps ``ks`` (rolled out together), with early stop if configured."""
+        labels: dict[int, float] = {}
+        waves = early_stop_waves(cfg.rollouts, cfg.wave) if cfg.early_stop else [list(range(cfg.rollouts))]
+        open_ks = list(ks)
+        for wave in waves:
+            got = _rollouts_for(ctx, problem, sample, {ends[k]: wave for k in open_ks})
+            for k in open_ks:
+                per_step.setdefault(k, []).extend(got[ends[k]])
+            if cfg.early_stop:
+                open_ks = [k for k in open_ks if not any(r.outcome for r in per_step[k])]
+                if not open_ks:
+                    break
+        for k in ks:
+            labels[k] = hard_label([r.outcome for r in per_step[k]])
+        return labels
+
+    inner = list(range(k_steps - 1))
+    inferred: set[int] = set()
+    if cfg.first_error_search:
+        hard, probed = run_first_error_search(k_steps, final, lambda k: final if k == k_steps - 1 else probe([k])[k])
+        inferred = set(range(k_steps)) - set(probed) - {k_steps - 1}
+    else:
+        got = probe(inner) if inner else {}
+        hard = [got[k] for k in inner] + [final]
+    hard[-1] = final
+    soft: list[float] = []
+    rollout_meta: list[dict[str, Any]] = []
+    for k in range(k_steps):
+        rs = per_step.get(k, [])
+        if k == k_steps - 1:
+            soft.append(final)
+        elif rs:
+            soft.append(soft_label([r.outcome for r in rs]))
+        else:
+            soft.append(hard[k])  # inferred by first-error search: no rollouts to average
+        rollout_meta.append({
+            "outcomes": [r.outcome for r in rs], "seeds": sorted({r.seed for r in rs}),
+            "tokens": sum(r.tokens for r in rs), "inferred": k in inferred, "final": k == k_steps - 1,
+        })
+    all_rs = [r for rs in per_step.values() for r in rs]
+    cost = {
+        "rollouts": float(len(all_rs)),
+        "generated_tokens": float(sum(r.tokens for r in all_rs)),
+        "prefix_tokens_evaluated": float(sum(r.prompt_evals for r in all_rs)),
+        "rollout_wall_s": float(sum(r.wall_s for r in all_rs)),
+        "wall_s": time.perf_counter() - t0,
+    }
+    steps = [sample.token_text(a, b) for a, b in spans]
+    return LabeledRecord(
+        prompt=problem.question, completions=steps,
+        labels=list(hard if cfg.label_type == "hard" else soft),
+        problem_id=sample.problem_id, sample_index=sample.sample_index, method=split.method,
+        label_type=cfg.label_type, hard_labels=list(hard), soft_labels=soft, step_token_ends=ends,
+        rollouts=rollout_meta, final_correct=bool(final_ok), cost=cost,
+        meta={"savers": cfg.savers, "rollouts_per_step": cfg.rollouts, "seed": cfg.seed, "source": problem.source,
+              "gold": problem.answer, "model": sample.model, "threshold": split.threshold,
+              "label_config": asdict(cfg)},
+    )
+
+
+@dataclass
+class LabelSummary:
+    labelled: int = 0
+    skipped_done: int = 0
+    failures: list[str] = field(default_factory=list)
+    cost: dict[str, float] = field(default_factory=dict)
+
+
+def label_files(
+    backend: Backend,
+    judge: Judge,
+    problems: dict[str, Problem],
+    samples_path: str | Path,
+    splits_path: str | Path,
+    out_path: str | Path,
+    cfg: LabelConfig,
+    worklog_path: str | Path | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> LabelSummary:
+    """Label every split sample, appending one :class:`LabeledRecord` per sample to ``out_path``.
+
+    Resumable: samples already in ``out_path`` are skipped; rollouts already in the work log (default
+    ``<out_path>.worklog.sqlite``) are reused, not repeated. Per-sample failures are counted in the summary
+    and written to ``<out_path>.errors.jsonl``; they never produce a label.
+    """
+    samples = {s.key: s for s in read_records(samples_path, Sample, tolerate_torn_tail=True)}
+    splits = list(read_records(splits_path, StepSplit, tolerate_torn_tail=True))
+    for sp in splits:
+        if sp.key not in samples:
+            raise DataError(f"{splits_path}: split of {sp.problem_id}#{sp.sample_index} has no sample in {samples_path}")
+    out_path = Path(out_path)
+    done = set()
+    if out_path.exists():
+        done = {(r.problem_id, r.sample_index) for r in read_records(out_path, LabeledRecord, tolerate_torn_tail=True)}
+    log = WorkLog(worklog_path or out_path.with_name(out_path.name + ".worklog.sqlite"))
+    summary = LabelSummary()
+    todo = [sp for sp in splits if sp.key not in done]
+    summary.skipped_done = len(splits) - len(todo)
+    if limit is not None:
+        todo = todo[:limit]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="label", unit="sample", dynamic_ncols=True)
+    n_roll = 0
+    t_start = time.perf_counter()
+
+    def on_rollouts(n: int) -> None:
+        nonlocal n_roll
+        n_roll += n
+        if bar is not None:
+            bar.set_postfix(rollouts=n_roll, rps=f"{n_roll / max(1e-9, time.perf_counter() - t_start):.2f}/s")
+
+    ctx = _Ctx(backend, judge, cfg, log, on_rollouts)
+    totals: dict[str, float] = {}
+    with JsonlWriter(out_path) as w, JsonlWriter(out_path.with_name(out_path.name + ".errors.jsonl")) as errs:
+        for sp in todo:
+            sample = samples[sp.key]
+            try:
+                problem = problems.get(sample.problem_id)
+                if problem is None:
+                    raise LabelFailure(f"sample {sample.problem_id}#{sample.sample_index}: problem not found")
+                rec = label_sample(ctx, problem, sample, sp)
+            except LabelFailure as e:
+                summary.failures.append(str(e))
+                errs.write({"problem_id": sp.problem_id, "sample_index": sp.sample_index, "error": str(e)})
+            else:
+                w.write(rec)
+                summary.labelled += 1
+                for k, v in rec.cost.items():
+                    totals[k] = totals.get(k, 0.0) + v
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    log.close()
+    summary.cost = totals
+    return summary

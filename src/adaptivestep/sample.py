@@ -1,0 +1,127 @@
+"""``adaptivestep sample``: N responses per problem with exact per-token log-probs, resumable.
+
+Sample ``i`` of problem ``p`` is continuation ``i`` of a request seeded with ``stable_seed(seed, p.id)``, so a
+re-run that only generates the missing indices writes exactly what an uninterrupted run would have written.
+Each finished sample is appended (and fsynced) at once: a kill loses only the generations in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .backends.base import Backend, GenRequest, SamplingConfig
+from .jsonl import JsonlWriter, read_records
+from .records import Problem, Sample
+from .worklog import stable_seed
+
+
+@dataclass
+class SampleSummary:
+    problems: int = 0
+    written: int = 0
+    already_done: int = 0
+    empty: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def existing_indices(out_path: str | Path) -> dict[str, set[int]]:
+    """Sample indices already written, per problem id (a torn last line from a kill is ignored)."""
+    have: dict[str, set[int]] = defaultdict(set)
+    if Path(out_path).exists():
+        for s in read_records(out_path, Sample, tolerate_torn_tail=True):
+            have[s.problem_id].add(s.sample_index)
+    return have
+
+
+def _ranges(idxs: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous runs ``(first, count)`` of sorted indices."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(idxs):
+        if out and out[-1][0] + out[-1][1] == i:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((i, 1))
+    return out
+
+
+def sample_problems(
+    backend: Backend,
+    problems: Sequence[Problem],
+    out_path: str | Path,
+    *,
+    n: int,
+    config: SamplingConfig,
+    seed: int = 0,
+    render: Callable[[Problem], str],
+    batch_sequences: int = 8,
+    progress: bool = True,
+) -> SampleSummary:
+    """Generate the missing samples of every problem and append them to ``out_path``.
+
+    ``render(problem)`` gives the chat-rendered prompt text. ``batch_sequences`` is how many sequences one
+    backend call decodes together (more = faster aggregate decoding on engines that batch).
+    """
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    have = existing_indices(out_path)
+    summary = SampleSummary(problems=len(problems))
+    jobs: list[tuple[Problem, str, list[int], int, int]] = []  # (problem, prompt, prompt_ids, first, count)
+    for p in problems:
+        missing = [i for i in range(n) if i not in have.get(p.id, set())]
+        summary.already_done += n - len(missing)
+        if not missing:
+            continue
+        prompt = render(p)
+        ids = backend.tokenize(prompt)
+        for first, count in _ranges(missing):
+            for c0 in range(0, count, batch_sequences):
+                jobs.append((p, prompt, ids, first + c0, min(batch_sequences, count - c0)))
+    total = sum(j[4] for j in jobs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="sample", unit="resp", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    settings = asdict(config)
+    with JsonlWriter(out_path) as w:
+        i = 0
+        while i < len(jobs):
+            group, seqs = [], 0
+            while i < len(jobs) and (not group or seqs + jobs[i][4] <= batch_sequences):
+                group.append(jobs[i])
+                seqs += jobs[i][4]
+                i += 1
+            reqs = [GenRequest(tuple(ids), n=cnt, seed=stable_seed(seed, p.id), first_index=first, config=config)
+                    for p, _, ids, first, cnt in group]
+            outs = backend.generate(reqs)
+            for (p, prompt, ids, first, _), gens in zip(group, outs):
+                for off, g in enumerate(gens):
+                    summary.tokens += len(g.token_ids)
+                    if not g.token_ids:
+                        summary.empty += 1  # an immediate end-of-text: nothing to split, not written
+                        continue
+                    w.write(Sample(
+                        problem_id=p.id, sample_index=first + off, prompt=prompt, prompt_ids=list(ids),
+                        token_ids=g.token_ids, logprobs=g.logprobs, token_end_chars=g.token_end_chars, text=g.text,
+                        finish_reason=g.finish_reason, model=backend.model_id, backend=backend.name,
+                        sampling=settings, seed=seed, task_kind=p.kind, top_logprobs=g.top_logprobs,
+                    ))
+                    summary.written += 1
+            summary.wall_s = time.perf_counter() - t0
+            if bar is not None:
+                bar.update(seqs)
+                bar.set_postfix(tok_s=f"{summary.tokens_per_s:.1f}")
+    if bar is not None:
+        bar.close()
+    summary.wall_s = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,51 @@
+import pytest
+
+from adaptivestep.labels import (early_stop_waves, first_error_search, hard_label, run_first_error_search,
+                                 soft_label)
+
+
+def test_hard_and_soft():
+    assert hard_label([0, 0, 0]) == 0.0
+    assert hard_label([0, 1, 0]) == 1.0
+    assert soft_label([1, 0, 0, 0]) == 0.25
+    assert isinstance(soft_label([1, 1]), float)
+    with pytest.raises(ValueError):
+        hard_label([])
+
+
+def test_waves_cover_all_indices_once():
+    for m in range(1, 12):
+        for w in range(1, 6):
+            flat = [i for wave in early_stop_waves(m, w) for i in wave]
+            assert flat == list(range(m))
+
+
+@pytest.mark.parametrize("n", range(1, 12))
+def test_first_error_search_finds_first_zero_on_monotone_labels(n):
+    for first in range(n):  # last step always bad (final answer wrong)
+        truth = [1.0 if k < first else 0.0 for k in range(n)]
+        probes = []
+
+        def probe(k):
+            probes.append(k)
+            return truth[k]
+
+        labels, probed = run_first_error_search(n, 0.0, probe)
+        assert labels == truth
+        assert probed == probes
+        assert len(probed) <= max(1, (n - 1).bit_length())
+        assert n - 1 not in probed  # the final step is never rolled out
+
+
+def test_first_error_search_correct_final_needs_no_probe():
+    labels, probed = run_first_error_search(6, 1.0, lambda k: pytest.fail("probed"))
+    assert labels == [1.0] * 6 and probed == []
+
+
+def test_first_error_search_generator_protocol():
+    g = first_error_search(3, 0.0)
+    assert next(g) == 1
+    assert g.send(0.0) == 0  # step 1 bad -> look left
+    with pytest.raises(StopIteration) as stop:
+        g.send(1.0)  # step 0 good -> first error is step 1
+    assert stop.value.value == [1.0, 0.0, 0.0]
