@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .records import Problem
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -52,21 +53,17 @@ def _positive(name: str, v: float | int | None, *, allow_zero: bool = False) -> 
 
 def _open_backend(a: argparse.Namespace):  # noqa: ANN202
     from .backends import load_backend
-
-    _positive("--n-ctx", a.n_ctx)
-    opts: dict[str, object] = {}
-    if a.threads:
-        opts["n_threads"] = a.threads
-    backend_name = a.backend
-    if backend_name in ("auto", "llamacpp") and not str(a.model).endswith("/"):
-        opts["n_ctx"] = a.n_ctx
     from .models import resolve_model
 
+    _positive("--n-ctx", a.n_ctx)
+    _positive("--threads", a.threads)
     path = resolve_model(a.model)
-    if Path(path).is_dir():
-        opts.pop("n_ctx", None)
-        opts.pop("n_threads", None)
-    return load_backend(backend_name, str(path), **opts)
+    opts: dict[str, object] = {}
+    if not path.is_dir():  # llama.cpp options
+        opts["n_ctx"] = a.n_ctx
+        if a.threads:
+            opts["n_threads"] = a.threads
+    return load_backend(a.backend, str(path), **opts)
 
 
 def _load_problems(a: argparse.Namespace):  # noqa: ANN202
@@ -202,11 +199,172 @@ def cmd_label(a: argparse.Namespace) -> int:
     return 0 if not s.failures or s.labelled else 1
 
 
-def _not_ready(name: str) -> Handler:
-    def run(a: argparse.Namespace) -> int:
-        raise UsageError(f"'{name}' is not available in this build")
+def cmd_train(a: argparse.Namespace) -> int:
+    from .prm.train import TrainConfig, train
 
-    return run
+    if a.format == "math-shepherd":
+        from .jsonl import JsonlWriter
+        from .prm.interop import read_math_shepherd
+
+        converted = Path(a.out) / "train_data.jsonl"
+        if converted.exists():
+            converted.unlink()
+        with JsonlWriter(converted, fsync=False) as w:
+            w.write_all(read_math_shepherd(a.data))
+        data = converted
+    else:
+        data = Path(a.data)
+    cfg = TrainConfig(mode=a.mode, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                      max_length=a.max_length, eval_fraction=a.eval_fraction, seed=a.seed, bf16=a.bf16,
+                      gradient_checkpointing=a.gradient_checkpointing, label_type=a.label_type,
+                      output_dir=a.out, resume=a.resume)
+    m = train(cfg, data, a.backbone)
+    print(f"PRM saved to {a.out}: held-out step AUC {m.get('eval_auc', float('nan')):.3f}, "
+          f"accuracy {m.get('eval_accuracy', float('nan')):.3f}, {m.get('labelled_steps_per_s', 0):.1f} steps/s")
+    return 0
+
+
+def _load_scorer(a: argparse.Namespace):  # noqa: ANN202
+    if getattr(a, "math_shepherd", False):
+        from .prm.interop import MathShepherdScorer
+
+        return MathShepherdScorer(a.prm)
+    from .prm.model import PRM
+
+    return PRM.load(a.prm)
+
+
+def _step_items(a: argparse.Namespace) -> tuple[list[tuple[str, int, str, list[str]]], dict[str, Problem]]:
+    """(problem_id, sample_index, method, steps) from labelled records, or samples + splits."""
+    from .jsonl import read_records
+    from .records import LabeledRecord, Problem, Sample, StepSplit
+    from .split import step_texts
+
+    pfile = Path(a.problems) if getattr(a, "problems", None) else problems_path_for(Path(a.input))
+    problems = {p.id: p for p in read_records(pfile, Problem)} if pfile.exists() else {}
+    if a.splits is None:
+        recs = list(read_records(a.input, LabeledRecord, tolerate_torn_tail=True))
+        for r in recs:
+            problems.setdefault(r.problem_id, Problem(id=r.problem_id, question=r.prompt, kind="math"))
+        return [(r.problem_id, r.sample_index, r.method, r.completions) for r in recs], problems
+    samples = {s.key: s for s in read_records(a.input, Sample, tolerate_torn_tail=True)}
+    out = []
+    for sp in read_records(a.splits, StepSplit, tolerate_torn_tail=True):
+        if sp.key not in samples:
+            raise UsageError(f"{a.splits}: split of {sp.problem_id}#{sp.sample_index} has no sample in {a.input}")
+        out.append((sp.problem_id, sp.sample_index, sp.method, step_texts(samples[sp.key], sp)))
+    missing = sorted({pid for pid, *_ in out if pid not in problems})
+    if missing:
+        raise UsageError(f"no question for {missing[0]} (and {len(missing) - 1} more): pass --problems")
+    return out, problems
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .jsonl import JsonlWriter
+    from .records import StepScores
+
+    items, problems = _step_items(a)
+    scorer = _load_scorer(a)
+    out = Path(a.out)
+    if out.exists():
+        raise UsageError(f"{out} exists; files are never rewritten: choose another --out")
+    with JsonlWriter(out, fsync=False) as w:
+        for i in range(0, len(items), a.batch):
+            chunk = items[i: i + a.batch]
+            scores = scorer.score_batch([(problems[pid].question, steps) for pid, _, _, steps in chunk])
+            for (pid, idx, method, _), sc in zip(chunk, scores):
+                w.write(StepScores(pid, idx, [float(x) for x in sc], str(a.prm), method))
+    print(f"scored {len(items)} responses -> {out}")
+    return 0
+
+
+def cmd_bon(a: argparse.Namespace) -> int:
+    from .checkers import get_checker
+    from .jsonl import read_records
+    from .records import Problem, Sample, StepScores
+    from .search.bon import Candidate, select
+    from .search.estimate import format_curve, subsample_curve
+    from .tasks import extract_final_answer
+
+    pfile = Path(a.problems) if a.problems else problems_path_for(Path(a.samples))
+    problems = {p.id: p for p in read_records(pfile, Problem)}
+    scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(a.scores, StepScores)}
+    pools: dict[str, list[Candidate]] = {}
+    checkers: dict[str, object] = {}
+    unscored = 0
+    for s in read_records(a.samples, Sample, tolerate_torn_tail=True):
+        p = problems.get(s.problem_id)
+        if p is None:
+            raise UsageError(f"{a.samples}: problem {s.problem_id} is not in {pfile}")
+        ch = checkers.setdefault(p.kind, get_checker(p.kind))
+        sc = scores.get(s.key)
+        unscored += sc is None
+        pools.setdefault(s.problem_id, []).append(
+            Candidate(s.sample_index, extract_final_answer(s.text), sc, ch.check(p, s.text).correct))  # type: ignore[attr-defined]
+    if unscored:
+        print(f"note: {unscored} candidate(s) have no score; PRM rules skip them (they keep their index)")
+    sizes = sorted({len(v) for v in pools.values()})
+    full = [v for v in pools.values() if len(v) == sizes[-1]]
+    if len(full) < len(pools):
+        print(f"note: {len(pools) - len(full)} question(s) have fewer than {sizes[-1]} candidates; curves use the "
+              f"{len(full)} complete ones")
+    result = {}
+    for rule in a.rules:
+        pts = subsample_curve(full, rule, resamples=a.resamples, seed=a.seed)
+        print(format_curve(pts, rule))
+        result[rule] = [vars(pt) if hasattr(pt, "__dict__") else pt for pt in pts]
+    if a.out:
+        from .jsonl import JsonlWriter
+
+        with JsonlWriter(a.out, fsync=False) as w:
+            for pid, cands in pools.items():
+                for rule in a.rules:
+                    sel = select(cands, rule)
+                    w.write({"problem_id": pid, "rule": rule, "chosen": sel.chosen, "skipped": list(sel.skipped),
+                             "fallback": sel.fallback, "correct": bool(next(c.correct for c in cands
+                                                                             if c.index == sel.chosen))})
+    print(json.dumps({r: {str(p["n"]): p["mean"] for p in pts} for r, pts in result.items()}))
+    return 0
+
+
+def cmd_tvd(a: argparse.Namespace) -> int:
+    from .checkers import get_checker
+    from .jsonl import JsonlWriter, iter_json
+    from .search.tvd import TVDConfig, tvd_decode
+    from .tasks import render_prompt
+
+    cfg = TVDConfig(threshold=a.threshold, k=a.k, max_tokens=a.max_tokens, aggregate=a.aggregate)
+    problems = _load_problems(a)
+    out = Path(a.out)
+    done = {o["problem_id"] for _, o in iter_json(out, tolerate_torn_tail=True)} if out.exists() else set()
+    backend = _open_backend(a)
+    scorer = _load_scorer(a)
+    n_ok = n = 0
+    with JsonlWriter(out) as w:
+        for p in problems:
+            if p.id in done:
+                continue
+            r = tvd_decode(backend, scorer, p.question, backend.tokenize(render_prompt(p, backend)), cfg)
+            ok = bool(get_checker(p.kind).check(p, r.text).correct)
+            n_ok, n = n_ok + ok, n + 1
+            w.write({"problem_id": p.id, "text": r.text, "token_ids": r.token_ids, "boundaries": r.boundaries,
+                     "finish_reason": r.finish_reason, "interventions": r.n_interventions, "correct": ok})
+            print(f"{p.id}: {'correct' if ok else 'wrong'} ({len(r.token_ids)} tokens, {r.n_interventions} "
+                  f"interventions)", flush=True)
+    print(f"TVD: {n_ok}/{n} correct this run -> {out}")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .config import QUICK, load_config
+    from .pipeline import run
+
+    overrides = dict(QUICK) if a.quick else {}
+    if a.run_dir:
+        overrides["run_dir"] = a.run_dir
+    cfg = load_config(a.config, overrides)
+    run(cfg)
+    return 0
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
@@ -304,12 +462,68 @@ def build_parser() -> argparse.ArgumentParser:
     _model_opts(lb)
     lb.set_defaults(func=cmd_label)
 
-    for name, helptext in (("train", "train a PRM on labelled stepwise data"),
-                           ("score", "score steps with a PRM"),
-                           ("bon", "Best-of-N selection with a PRM"),
-                           ("tvd", "token-level value-guided decoding")):
-        x = sub.add_parser(name, help=helptext, formatter_class=fmt)
-        x.set_defaults(func=_not_ready(name))
+    tr = sub.add_parser("train", help="train a PRM on labelled stepwise data", formatter_class=fmt)
+    tr.add_argument("data", help="labelled stepwise JSONL (from 'label'), or Math-Shepherd JSONL with --format")
+    tr.add_argument("--out", required=True, help="PRM directory to write (HF format + prm_config.json + model card)")
+    tr.add_argument("--backbone", default="default",
+                    help="HF causal LM: embedded name ('default', 'smollm2-135m'), .gguf file or HF directory")
+    tr.add_argument("--mode", default="head", choices=["head", "lora", "full"],
+                    help="head: frozen backbone, cached features (fast on CPU); lora: peft adapters; full: all weights")
+    tr.add_argument("--format", default="ours", choices=["ours", "math-shepherd"], help="input data format")
+    tr.add_argument("--epochs", type=int, default=None, help="epochs (default: 300 head steps / 1 epoch otherwise)")
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --mode)")
+    tr.add_argument("--batch-size", type=int, default=4, help="sequences per micro-batch")
+    tr.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    tr.add_argument("--max-length", type=int, default=1024, help="tokens per input; longer ones lose their left end")
+    tr.add_argument("--eval-fraction", type=float, default=0.1, help="share of problems held out for evaluation")
+    tr.add_argument("--label-type", default="hard", choices=["hard", "soft"], help="which labels to train on")
+    tr.add_argument("--bf16", action="store_true", help="bfloat16 (GPU)")
+    tr.add_argument("--gradient-checkpointing", action="store_true", help="save memory (lora/full)")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the split and the initialisation")
+    tr.set_defaults(func=cmd_train)
+
+    sc = sub.add_parser("score", help="score steps with a PRM", formatter_class=fmt)
+    sc.add_argument("input", help="labelled stepwise JSONL, or samples JSONL together with --splits")
+    sc.add_argument("--splits", default=None, help="split JSONL of the samples in INPUT")
+    sc.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside INPUT)")
+    sc.add_argument("--prm", required=True, help="PRM directory (from 'train')")
+    sc.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
+    sc.add_argument("--out", required=True, help="scores JSONL to write")
+    sc.add_argument("--batch", type=int, default=16, help="responses per scoring call")
+    sc.set_defaults(func=cmd_score)
+
+    bo = sub.add_parser("bon", help="Best-of-N: accuracy vs N for each selection rule", formatter_class=fmt)
+    bo.add_argument("samples", help="candidate samples JSONL (the pool: all samples of each problem)")
+    bo.add_argument("scores", help="scores JSONL from 'score' for those samples")
+    bo.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside the samples)")
+    bo.add_argument("--rules", nargs="+", default=["majority", "prm-min", "prm-mean", "prm-last", "prm-prod",
+                                                  "weighted-majority", "oracle"], help="selection rules")
+    bo.add_argument("--resamples", type=int, default=200, help="random subsets per question and N")
+    bo.add_argument("--seed", type=int, default=0, help="subsampling seed")
+    bo.add_argument("--out", default=None, help="also write each rule's choice per problem (full pool) here")
+    bo.set_defaults(func=cmd_bon)
+
+    tv = sub.add_parser("tvd", help="token-level value-guided decoding with a PRM", formatter_class=fmt)
+    _task_opts(tv)
+    _model_opts(tv)
+    tv.add_argument("--prm", required=True, help="PRM directory")
+    tv.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
+    tv.add_argument("--out", required=True, help="JSONL of decoded responses (resumable)")
+    tv.add_argument("--threshold", type=float, default=0.55,
+                    help="consult the PRM when the top token's probability is below this (paper: 0.55 math, 0.28 code)")
+    tv.add_argument("--k", type=int, default=8, help="candidate tokens scored at each consultation")
+    tv.add_argument("--max-tokens", type=int, default=512, help="most tokens per response")
+    tv.add_argument("--aggregate", default="last", choices=["last", "min", "mean", "prod"],
+                    help="how candidates' step scores are compared")
+    tv.set_defaults(func=cmd_tvd)
+
+    rn = sub.add_parser("run", help="the main job: the whole pipeline on the embedded default, with a results table",
+                        formatter_class=fmt)
+    rn.add_argument("--config", default=None, help="YAML config (see config.yaml; default: built-in defaults)")
+    rn.add_argument("--quick", action="store_true", help="a small size for a first look (a few minutes)")
+    rn.add_argument("--run-dir", default=None, help="override run_dir")
+    rn.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="benchmarks: prints figures, last line one JSON object", formatter_class=fmt)
     b.add_argument("name", help=f"one of: {', '.join(BENCHES)}")
