@@ -1,0 +1,172 @@
+"""``adaptivestep bench label-cost``: what labelling costs with each split, with and without the savers.
+
+One run, one set of sampled responses (embedded default, GSM8K train questions). Each split method
+(confidence = AdaptiveStep, newline, fixed) is labelled exhaustively at M rollouts per step (the reference),
+then with each saver setting; every setting gets a fresh work log, so its cost and wall time are its own.
+Agreement = fraction of step labels equal to the exhaustive labels of the same split.
+
+"Plain newline labelling" (no KV reuse, no batching) draws exactly the same seeded rollouts as the exhaustive
+newline run, so its generated tokens are those of that run; the prefix tokens it would re-evaluate are
+computed exactly (every rollout re-reads its whole prompt + prefix) instead of being re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "exhaustive": {},
+    "early-stop": {"early_stop": True, "wave": 2},
+    "first-error": {"first_error_search": True},
+    "early+first-error": {"early_stop": True, "wave": 2, "first_error_search": True},
+}
+
+
+def _label(backend: Any, judge: Any, problems: dict[str, Any], d: Path, split_file: Path, name: str,
+           **cfg: Any) -> tuple[list[Any], float]:
+    from ..jsonl import read_records
+    from ..label import LabelConfig, label_files
+    from ..records import LabeledRecord
+
+    out = d / f"labels-{split_file.stem}-{name}.jsonl"
+    for p in (out, out.with_name(out.name + ".worklog.sqlite"), out.with_name(out.name + ".errors.jsonl")):
+        p.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(str(p) + suffix).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    label_files(backend, judge, problems, d / "samples.jsonl", split_file, out, LabelConfig(**cfg), progress=True)
+    return list(read_records(out, LabeledRecord)), time.perf_counter() - t0
+
+
+def _agreement(ref: list[Any], other: list[Any]) -> float:
+    by = {(r.problem_id, r.sample_index): r.hard_labels for r in ref}
+    same = total = 0
+    for r in other:
+        a = by[(r.problem_id, r.sample_index)]
+        same += sum(x == y for x, y in zip(a, r.hard_labels))
+        total += len(a)
+    return same / total if total else float("nan")
+
+
+def run(quick: bool, model: str | None = None, out_dir: str = "runs/bench-label-cost", questions: int | None = None,
+        samples_per_question: int | None = None, rollouts: int | None = None) -> dict[str, Any]:
+    from ..backends import load_backend
+    from ..backends.base import SamplingConfig
+    from ..checkers import get_checker
+    from ..jsonl import JsonlWriter, read_records
+    from ..records import Sample
+    from ..sample import sample_problems
+    from ..split import SplitParams, split_samples
+    from ..tasks import load_tasks, render_prompt
+
+    nq = questions or (3 if quick else 12)
+    ns = samples_per_question or 2
+    m = rollouts or (4 if quick else 8)
+    max_resp, max_roll = (160, 128) if quick else (320, 256)
+    d = Path(out_dir) / ("quick" if quick else "full")
+    d.mkdir(parents=True, exist_ok=True)
+    backend = load_backend("auto", model)
+    problems = load_tasks("gsm8k", split="train", limit=nq)
+    checker = get_checker("math")
+    judge = lambda p, t: checker.check(p, t).correct  # noqa: E731
+    print(f"sampling {ns} responses for {nq} GSM8K train questions ...", flush=True)
+    sample_problems(backend, problems, d / "samples.jsonl", n=ns, seed=0, render=lambda p: render_prompt(p, backend),
+                    config=SamplingConfig(max_tokens=max_resp))
+    samples = list(read_records(d / "samples.jsonl", Sample))
+    conf = split_samples(samples, "confidence", SplitParams(break_rate=0.02))
+    splits = {"confidence": conf, "newline": split_samples(samples, "newline", SplitParams()),
+              "fixed": split_samples(samples, "fixed", SplitParams(k=64))}
+    by_p = {p.id: p for p in problems}
+    results: dict[str, Any] = {"samples": len(samples), "rollouts_per_step": m, "rollout_max_tokens": max_roll,
+                               "tau": conf[0].threshold, "methods": {}}
+    base = {"rollouts": m, "max_tokens": max_roll}
+    for method, sp in splits.items():
+        f = d / f"split-{method}.jsonl"
+        f.unlink(missing_ok=True)
+        with JsonlWriter(f, fsync=False) as w:
+            w.write_all(sp)
+        mres: dict[str, Any] = {"steps_per_sample": statistics.mean(len(s.boundaries) for s in sp)}
+        ref: list[Any] = []
+        for name, extra in SETTINGS.items():
+            print(f"labelling {method} split, {name} ...", flush=True)
+            recs, wall = _label(backend, judge, by_p, d, f, name, **base, **extra)
+            if name == "exhaustive":
+                ref = recs
+            n = max(1, len(recs))
+            mres[name] = {
+                "rollouts_per_sample": sum(r.cost["rollouts"] for r in recs) / n,
+                "generated_tokens_per_sample": sum(r.cost["generated_tokens"] for r in recs) / n,
+                "prefix_tokens_evaluated_per_sample": sum(r.cost["prefix_tokens_evaluated"] for r in recs) / n,
+                "wall_s_per_sample": wall / n,
+                "agreement": _agreement(ref, recs),
+            }
+        by_key = {s.key: s for s in samples}
+        no_reuse = sum(
+            (len(by_key[(r.problem_id, r.sample_index)].prompt_ids) + e) * len(meta["outcomes"])
+            for r in ref for e, meta in zip(r.step_token_ends, r.rollouts)
+        )
+        mres["plain_prefix_tokens_per_sample"] = no_reuse / max(1, len(ref))
+        results["methods"][method] = mres
+    backend.close()
+    cm, nm = results["methods"]["confidence"], results["methods"]["newline"]
+    plain_newline = nm["exhaustive"]["generated_tokens_per_sample"]
+    best_saver = min(("early-stop", "first-error", "early+first-error"),
+                     key=lambda s: cm[s]["generated_tokens_per_sample"])
+    results.update({
+        "confidence_vs_newline_tokens_ratio": cm["exhaustive"]["generated_tokens_per_sample"] / max(1e-9, plain_newline),
+        "confidence_savers_vs_plain_newline_tokens_ratio": cm[best_saver]["generated_tokens_per_sample"]
+        / max(1e-9, plain_newline),
+        "best_saver": best_saver,
+        "best_saver_agreement": cm[best_saver]["agreement"],
+        "kv_reuse_prefix_ratio": nm["exhaustive"]["prefix_tokens_evaluated_per_sample"]
+        / max(1e-9, nm["plain_prefix_tokens_per_sample"]),
+    })
+    return results
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [f"{res['samples']} samples, M = {res['rollouts_per_step']} rollouts/step, tau = {res['tau']:.4f}", ""]
+    lines.append(f"{'split':<11}{'setting':<19}{'steps':>6}{'rollouts':>10}{'gen tok':>10}{'prefix tok':>11}"
+                 f"{'wall s':>8}{'agree':>7}")
+    for method, m in res["methods"].items():
+        for name in SETTINGS:
+            x = m[name]
+            lines.append(f"{method:<11}{name:<19}{m['steps_per_sample']:>6.2f}{x['rollouts_per_sample']:>10.1f}"
+                         f"{x['generated_tokens_per_sample']:>10.0f}{x['prefix_tokens_evaluated_per_sample']:>11.0f}"
+                         f"{x['wall_s_per_sample']:>8.1f}{100 * x['agreement']:>6.1f}%")
+    lines += [
+        "",
+        f"confidence / newline rollout tokens (exhaustive): {res['confidence_vs_newline_tokens_ratio']:.2f} "
+        "(target <= 0.70)",
+        f"confidence with savers ({res['best_saver']}) / plain newline: "
+        f"{res['confidence_savers_vs_plain_newline_tokens_ratio']:.2f} (target <= 0.40), agreement "
+        f"{100 * res['best_saver_agreement']:.1f}% (target >= 95%)",
+        f"KV reuse: prefix tokens evaluated / without reuse (newline): {res['kv_reuse_prefix_ratio']:.3f}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="adaptivestep bench label-cost", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 questions x 2 samples, M = 4 (a few minutes)")
+    ap.add_argument("--model", default=None, help="policy model (default: embedded Qwen2.5-Coder-0.5B)")
+    ap.add_argument("--questions", type=int, default=None, help="GSM8K train questions (default 12, quick 3)")
+    ap.add_argument("--samples-per-question", type=int, default=None, help="responses per question (default 2)")
+    ap.add_argument("--rollouts", type=int, default=None, help="M (default 8, quick 4)")
+    ap.add_argument("--out-dir", default="runs/bench-label-cost", help="working folder")
+    a = ap.parse_args(argv)
+    res = run(a.quick, a.model, a.out_dir, a.questions, a.samples_per_question, a.rollouts)
+    print(report(res))
+    print(json.dumps(res, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
