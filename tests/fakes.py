@@ -20,8 +20,9 @@ class FakeBackend:
     name = "fake"
     model_id = "fake-lm"
 
-    def __init__(self, eos_bias: float = -1.0):
+    def __init__(self, eos_bias: float = -1.0, delay_s: float = 0.0):
         self.eos_bias = eos_bias
+        self.delay_s = delay_s  # sleep per generate call: lets tests kill a job mid-run
         self.calls = 0
         self.prompt_evals = 0
 
@@ -54,6 +55,10 @@ class FakeBackend:
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
         self.calls += 1
+        if self.delay_s:
+            import time
+
+            time.sleep(self.delay_s)
         result = []
         for r in requests:
             gens = []

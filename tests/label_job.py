@@ -16,7 +16,7 @@ from adaptivestep.label import LabelConfig, label_files  # noqa: E402
 from adaptivestep.records import Problem, Sample, StepSplit  # noqa: E402
 from adaptivestep.sample import sample_problems  # noqa: E402
 
-PROBLEMS = [Problem(id=f"p{i}", question=f"q{i} 1+{i}=", kind="math", answer=str(i % 10)) for i in range(4)]
+PROBLEMS = [Problem(id=f"p{i}", question=f"q{i} 1+{i}=", kind="math", answer=str(i % 10)) for i in range(10)]
 
 
 def judge(problem: Problem, text: str) -> bool:
@@ -34,10 +34,10 @@ def make_inputs(d: Path) -> None:
             w.write(StepSplit(s.problem_id, s.sample_index, "fixed", sorted({*range(4, n, 4), n}), n))
 
 
-def run(d: Path, out: str, **cfg) -> None:
-    label_files(FakeBackend(), judge, {p.id: p for p in PROBLEMS}, d / "samples.jsonl", d / "splits.jsonl",
+def run(d: Path, out: str, delay_s: float = 0.0, **cfg) -> None:
+    label_files(FakeBackend(delay_s=delay_s), judge, {p.id: p for p in PROBLEMS}, d / "samples.jsonl", d / "splits.jsonl",
                 d / out, LabelConfig(max_tokens=20, rollouts=4, **cfg), progress=False)
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), sys.argv[2])
+    run(Path(sys.argv[1]), sys.argv[2], delay_s=float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)
