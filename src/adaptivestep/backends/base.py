@@ -11,6 +11,8 @@ resumable labelling relies on.
 
 from __future__ import annotations
 
+import codecs
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -120,15 +122,15 @@ class Backend(Protocol):
 def text_offsets(decode: object, token_ids: Sequence[int]) -> tuple[str, list[int]]:
     """Decode tokens one by one into the full text and each token's end offset in it.
 
-    ``decode`` maps a list of ids to *bytes*. Bytes are accumulated and decoded with ``errors="ignore"``
-    on the prefix, so a multi-byte character split over tokens lands on the token that completes it.
+    ``decode`` maps a list of ids to *bytes*. An incremental UTF-8 decoder holds back the bytes of a
+    character split over tokens, so the character lands on the token that completes it; invalid bytes become
+    U+FFFD, identically in the text and in the offsets.
     """
-    buf = b""
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = ""
     ends: list[int] = []
     for t in token_ids:
-        buf += decode([t])  # type: ignore[operator]
-        ends.append(len(buf.decode("utf-8", errors="ignore")))
-    text = buf.decode("utf-8", errors="replace")
-    # 'replace' may lengthen a trailing broken sequence; clamp offsets to the text
-    ends = [min(e, len(text)) for e in ends]
+        text += dec.decode(decode([t]))  # type: ignore[operator]
+        ends.append(len(text))
+    text += dec.decode(b"", final=True)
     return text, ends
