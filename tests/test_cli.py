@@ -1,0 +1,84 @@
+"""The command line: every verb has help, bad input gets one clear error and exit code 2."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fakes import FakeBackend  # noqa: E402
+
+from adaptivestep.backends.base import SamplingConfig  # noqa: E402
+from adaptivestep.cli import build_parser, main  # noqa: E402
+from adaptivestep.records import Problem  # noqa: E402
+from adaptivestep.sample import sample_problems  # noqa: E402
+
+VERBS = ["sample", "split", "stats", "label", "train", "score", "bon", "tvd", "bench", "run"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([verb, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: adaptivestep" in out and "--" in out
+
+
+def test_verbs_are_the_documented_ones():
+    sub = next(a for a in build_parser()._actions if a.dest == "verb")
+    assert set(VERBS) <= set(sub.choices)
+
+
+@pytest.fixture
+def samples(tmp_path):
+    b = FakeBackend()
+    probs = [Problem(id=f"p{i}", question=f"q {i}", kind="math", answer="3") for i in range(3)]
+    path = tmp_path / "samples.jsonl"
+    sample_problems(b, probs, path, n=3, config=SamplingConfig(max_tokens=40), seed=0,
+                    render=lambda p: b.chat_prompt(p.question), progress=False)
+    return path
+
+
+def test_split_and_stats_on_fake_samples(samples, tmp_path, capsys):
+    out = tmp_path / "split.jsonl"
+    assert main(["split", str(samples), "--method", "confidence", "--break-rate", "0.1", "--out", str(out),
+                 "--show", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "tau =" in text and " | " in text
+    assert main(["stats", str(samples), str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert stats[str(out)]["n_responses"] == len(samples.read_text().splitlines())
+
+
+def test_split_refuses_to_overwrite(samples, tmp_path, capsys):
+    out = tmp_path / "split.jsonl"
+    assert main(["split", str(samples), "--method", "newline", "--out", str(out)]) == 0
+    before = out.read_bytes()
+    assert main(["split", str(samples), "--method", "newline", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["split", "{s}", "--method", "confidence", "--break-rate", "1.5", "--out", "{o}"], "break_rate"),
+    (["split", "{s}", "--method", "fixed", "--k", "0", "--out", "{o}"], "k"),
+    (["sample", "--model", "/nope/model.gguf", "--out", "{o}", "--limit", "1"], "no such file"),
+    (["sample", "--task", "poetry", "--out", "{o}"], "poetry"),
+    (["sample", "--n", "0", "--out", "{o}", "--model", "/nope.gguf"], ""),
+])
+def test_bad_options_give_one_clear_error(args, needle, samples, tmp_path, capsys):
+    args = [a.format(s=samples, o=tmp_path / "o.jsonl") for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adaptivestep ") and needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_malformed_input_names_file_and_line(samples, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    lines = samples.read_text().splitlines()
+    bad.write_text(lines[0] + "\n{oops\n")
+    assert main(["split", str(bad), "--method", "newline", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "bad.jsonl:2: malformed JSON" in capsys.readouterr().err
