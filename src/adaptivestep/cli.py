@@ -380,6 +380,7 @@ BENCHES: dict[str, str] = {
     "throughput": "adaptivestep.bench.throughput",
     "label-cost": "adaptivestep.bench.label_cost",
     "prm": "adaptivestep.prm.bench",
+    "search": "adaptivestep.bench.search",
 }
 
 

@@ -1,0 +1,143 @@
+"""``adaptivestep bench search``: the paper's kind of tables on our machines.
+
+Runs (or resumes) the whole pipeline on a task - accuracy vs N for every selection rule (plot PNG, JSON,
+markdown), TVD vs greedy - and then compares, on the first ``--compare-questions`` evaluation questions:
+
+- step-level beam search over AdaptiveStep steps vs Best-of-N **at equal generated-token budget**: for each
+  question, BoN takes candidates from the pool in index order until their tokens reach the beam's tokens,
+  then picks by PRM (prm-min);
+- Best-of-N with early rejection vs plain Best-of-N over the same number of candidates: tokens and accuracy.
+
+The labelling cost table is ``adaptivestep bench label-cost``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
+    from ..checkers import get_checker
+    from ..jsonl import JsonlWriter, iter_json, read_records
+    from ..pipeline import _open_policy, _problems
+    from ..prm.model import PRM
+    from ..records import Sample, StepScores
+    from ..search.beam import BeamConfig, beam_search
+    from ..search.bon import Candidate, select
+    from ..search.early_reject import EarlyRejectConfig, best_of_n_early_reject
+    from ..tasks import extract_final_answer, render_prompt
+
+    rd = Path(cfg.run_dir)
+    d = rd / "eval"
+    tau = json.loads((rd / "results.json").read_text())["tau"]
+    probs = _problems(cfg, cfg.data.eval_split, cfg.data.eval_offset, cfg.data.eval_limit)[:questions]
+    pool: dict[str, list[Sample]] = {}
+    for s in read_records(d / "candidates.jsonl", Sample):
+        pool.setdefault(s.problem_id, []).append(s)
+    scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(d / "scores.jsonl", StepScores)}
+    checker = get_checker("math" if cfg.data.task in ("gsm8k", "math500") else "code")
+    backend = _open_policy(cfg)
+    prm = PRM.load(rd / "prm")
+    out = d / "search_compare.jsonl"
+    done = {o["problem_id"]: o for _, o in iter_json(out, tolerate_torn_tail=True)} if out.exists() else {}
+    bcfg = BeamConfig(beam_width=2, expand=2, tau=tau, max_tokens=cfg.eval.max_tokens, seed=cfg.seed)
+    ecfg = EarlyRejectConfig(n=cfg.eval.n, chunk=64, max_tokens=cfg.eval.max_tokens, tau=tau, seed=cfg.seed + 7)
+    with JsonlWriter(out) as w:
+        for p in probs:
+            if p.id in done:
+                continue
+            ids = backend.tokenize(render_prompt(p, backend))
+            t0 = time.perf_counter()
+            beam = beam_search(backend, prm, p.question, ids, bcfg)
+            t_beam = time.perf_counter() - t0
+            cands = sorted(pool.get(p.id, []), key=lambda s: s.sample_index)
+            used, budget_cands = 0, []
+            for s in cands:
+                if used >= beam.n_generated and budget_cands:
+                    break
+                budget_cands.append(s)
+                used += len(s.token_ids)
+            sel = select([Candidate(s.sample_index, extract_final_answer(s.text), scores.get(s.key)) for s in
+                          budget_cands], "prm-min")
+            chosen = next(s for s in budget_cands if s.sample_index == sel.chosen)
+            t0 = time.perf_counter()
+            er = best_of_n_early_reject(backend, prm, p.question, ids, ecfg)
+            t_er = time.perf_counter() - t0
+            er_text = next(c.text for c in er.candidates if c.index == er.chosen)
+            rec = {
+                "problem_id": p.id,
+                "beam_correct": bool(checker.check(p, beam.text).correct), "beam_tokens": beam.n_generated,
+                "beam_wall_s": t_beam,
+                "bon_equal_budget_correct": bool(checker.check(p, chosen.text).correct),
+                "bon_equal_budget_tokens": used, "bon_equal_budget_n": len(budget_cands),
+                "early_reject_correct": bool(checker.check(p, er_text).correct),
+                "early_reject_tokens": er.tokens_generated, "early_reject_plain_tokens": er.tokens_plain_estimate,
+                "early_reject_wall_s": t_er,
+            }
+            w.write(rec)
+            done[p.id] = rec
+    backend.close()
+    recs = [done[p.id] for p in probs if p.id in done]
+    n = max(1, len(recs))
+
+    def mean(k: str) -> float:
+        return sum(float(r[k]) for r in recs) / n
+
+    return {
+        "questions": len(recs),
+        "beam_accuracy": mean("beam_correct"), "beam_tokens": mean("beam_tokens"),
+        "bon_equal_budget_accuracy": mean("bon_equal_budget_correct"),
+        "bon_equal_budget_tokens": mean("bon_equal_budget_tokens"), "bon_equal_budget_n": mean("bon_equal_budget_n"),
+        "early_reject_accuracy": mean("early_reject_correct"), "early_reject_tokens": mean("early_reject_tokens"),
+        "early_reject_tokens_ratio": mean("early_reject_tokens") / max(1e-9, mean("early_reject_plain_tokens")),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..config import QUICK, load_config
+    from ..pipeline import run
+
+    ap = argparse.ArgumentParser(prog="adaptivestep bench search", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the main job's --quick size")
+    ap.add_argument("--config", default=None, help="YAML config of the pipeline (see config.yaml)")
+    ap.add_argument("--task", default=None, help="override data.task (gsm8k, math500, humaneval, leetcode)")
+    ap.add_argument("--data-dir", default=None, help="override data.data_dir (e.g. ../shared/data)")
+    ap.add_argument("--run-dir", default=None, help="override run_dir (default runs/bench-search[-quick])")
+    ap.add_argument("--compare-questions", type=int, default=None,
+                    help="questions for beam search / early rejection (default 3 quick, 10 full)")
+    a = ap.parse_args(argv)
+    over: dict[str, Any] = dict(QUICK) if a.quick else {}
+    over["run_dir"] = a.run_dir or ("runs/bench-search-quick" if a.quick else "runs/bench-search")
+    if a.task:
+        over["data.task"] = a.task
+    if a.data_dir:
+        over["data.data_dir"] = a.data_dir
+    cfg = load_config(a.config, over)
+    res = run(cfg)
+    cmp = compare_search(cfg, a.compare_questions or (3 if a.quick else 10))
+    print(f"\nbeam search ({cmp['questions']} q): accuracy {100 * cmp['beam_accuracy']:.1f}% with "
+          f"{cmp['beam_tokens']:.0f} tokens/q; BoN at equal budget ({cmp['bon_equal_budget_n']:.1f} candidates): "
+          f"{100 * cmp['bon_equal_budget_accuracy']:.1f}% with {cmp['bon_equal_budget_tokens']:.0f} tokens/q")
+    print(f"early rejection: accuracy {100 * cmp['early_reject_accuracy']:.1f}%, tokens "
+          f"{100 * cmp['early_reject_tokens_ratio']:.0f}% of plain BoN")
+    n = res["pool_size"]
+    flat = {
+        "task": cfg.data.task, "questions": res["n_questions"], "pool_size": n,
+        "greedy_accuracy": res["greedy"]["mean"], "tvd_accuracy": res["tvd"]["mean"],
+        "tvd_vs_greedy_ratio": res["tvd"]["mean"] / max(1e-9, res["tvd"]["greedy_same_questions"]["mean"]),
+        **{f"{rule}_at_{n}_accuracy": next((p["mean"] for p in pts if p["n"] == n), None)
+           for rule, pts in res["curves"].items()},
+        **cmp, "total_wall_s": res["total_wall_s"],
+    }
+    print(json.dumps(flat, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
