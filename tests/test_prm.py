@@ -14,8 +14,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from adaptivestep.jsonl import DataError  # noqa: E402
-from adaptivestep.prm.data import (  # noqa: E402
+from adaptivestep.jsonl import DataError
+from adaptivestep.prm.data import (
+    StepExample,
     chunk_layout,
     encode_item,
     layout,
@@ -23,15 +24,33 @@ from adaptivestep.prm.data import (  # noqa: E402
     render_prompt,
     roc_auc,
     split_examples,
-    StepExample,
 )
-from adaptivestep.prm.model import PRM, BackboneError, collate, step_bce_loss  # noqa: E402
-from adaptivestep.prm.train import TrainConfig, fit_logistic_head, train  # noqa: E402
-from adaptivestep.scoring import StepScorer  # noqa: E402
+from adaptivestep.prm.model import PRM, BackboneError, collate, step_bce_loss
+from adaptivestep.prm.train import TrainConfig, fit_logistic_head, train
+from adaptivestep.scoring import StepScorer
 
-WORDS = (
-    "the answer is so we add and then multiply by two three four five six seven good bad step total".split()
-)
+WORDS = [
+    "the",
+    "answer",
+    "is",
+    "so",
+    "we",
+    "add",
+    "and",
+    "then",
+    "multiply",
+    "by",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "good",
+    "bad",
+    "step",
+    "total",
+]
 CHAT = (
     "{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -213,6 +232,8 @@ def test_prefix_sharing_path_is_used_and_exact(prm: PRM) -> None:
 
 def test_prm_is_a_step_scorer(prm: PRM) -> None:
     assert isinstance(prm, StepScorer)
+    out = prm.score_batch([("q", []), ("q", [" a step"]), ("q", [])])
+    assert [len(x) for x in out] == [0, 1, 0]
 
 
 def test_left_truncation_warns_and_keeps_every_step(prm: PRM, caplog: pytest.LogCaptureFixture) -> None:
@@ -248,7 +269,7 @@ def test_soft_labels_stay_floats(tmp_path: Path) -> None:
     assert batch["labels"].dtype == torch.float32 and float(batch["labels"][0, 0]) == 0.25
 
 
-def encode_item_stub(ids: list[int], positions: list[int]):  # noqa: ANN201
+def encode_item_stub(ids: list[int], positions: list[int]):
     from adaptivestep.prm.data import Chunk
 
     return Chunk(ids, positions, list(range(len(positions))))
@@ -301,7 +322,13 @@ def test_head_training_fits_separable_set_and_round_trips(backbone: Path, tmp_pa
 def test_soft_label_training_gives_a_different_head(backbone: Path, tmp_path: Path) -> None:
     hard = _records(tmp_path / "hard.jsonl", n=16)
     soft = _records(tmp_path / "soft.jsonl", n=16, soft=True)
-    common = dict(mode="head", eval_fraction=0.0, epochs=50, lr=0.05, feature_cache=str(tmp_path / "c"))
+    common = {
+        "mode": "head",
+        "eval_fraction": 0.0,
+        "epochs": 50,
+        "lr": 0.05,
+        "feature_cache": str(tmp_path / "c"),
+    }
     mh = train(TrainConfig(output_dir=str(tmp_path / "h"), **common), hard, backbone)
     ms = train(TrainConfig(output_dir=str(tmp_path / "s"), label_type="soft", **common), soft, backbone)
     assert abs(mh["train_loss"] - ms["train_loss"]) > 1e-3  # soft targets change the loss (not floored)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
-from .records import Problem
+# libgomp threads spin-wait by default; on a shared or oversubscribed CPU that stalls torch tenfold.
+# Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import __version__  # noqa: E402
+from .records import Problem  # noqa: E402
 
 Handler = Callable[[argparse.Namespace], int]
 

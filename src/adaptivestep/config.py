@@ -63,7 +63,7 @@ class LabelStage:
     max_tokens: int = 256
     label_type: str = "hard"
     early_stop: bool = True
-    wave: int = 4
+    wave: int = 2
     first_error_search: bool = False
 
 

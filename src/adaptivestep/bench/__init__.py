@@ -1,0 +1,1 @@
+"""Benchmarks (``adaptivestep bench ...``): each module exposes ``run(...) -> dict`` and ``main(argv)``."""

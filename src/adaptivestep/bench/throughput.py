@@ -1,0 +1,163 @@
+"""Decode throughput of the llama.cpp backend: raw engine vs our exact-log-prob sampler vs batched rollouts.
+
+``adaptivestep bench throughput [--quick] [--model M]`` measures, in one process on one model:
+
+(a) ``raw``: llama.cpp alone - single-token ``llama_decode`` + llama.cpp's C greedy sampler, no log-probs;
+(b) ``sampler``: our loop (log-softmax over the vocab in numpy, exact temperature-1 log-probs, numpy draw),
+    single stream, at temperature 1 and greedy (greedy must reproduce the raw engine's tokens);
+(c) ``batched``: n = 8 continuations of one prefix decoded together (aggregate tokens/s, prefix included),
+    with the number of prefix tokens run through the model (must be the prefix length, once).
+
+Single-stream runs start with the prompt already cached, so they time decoding (one prompt token is
+re-evaluated per call to get its logits). Every figure is the median of several repeats. Human-readable
+lines first; the LAST line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from adaptivestep.backends.base import GenRequest, SamplingConfig
+from adaptivestep.models import resolve_model
+
+# a prompt that makes the model write at length, so EOS rarely cuts a timed run short
+PROMPT = "Write a long, detailed story about a robot who learns to paint. Use at least 800 words."
+N_ROLLOUTS = 8
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def run(quick: bool = False, model: str | None = None, *, threads: int | None = None) -> dict[str, Any]:
+    """Run the three measurements and return their medians (tokens/s) and ratios.
+
+    quick: 64 tokens x 3 repeats (about a minute on 2 cores) instead of 256 x 5.
+    model: embedded name or .gguf path (default: the embedded Qwen2.5-Coder-0.5B).
+    """
+    from adaptivestep.backends.llamacpp import LlamaCppBackend  # the one llama_cpp module
+
+    path = resolve_model(model)
+    if path.is_dir():
+        raise ValueError(
+            f"bench throughput: --model must be a GGUF file or an embedded name, got directory {path}"
+        )
+    n_tok, reps = (64, 3) if quick else (256, 5)
+    be = LlamaCppBackend(path, n_ctx=4096, n_threads=threads, n_seq_max=16)
+    try:
+        prompt = be.tokenize(be.chat_prompt(PROMPT))
+        # warm-up: page the weights in, evaluate the prompt once
+        be.raw_greedy(prompt, 8)
+
+        raw, raw_tokens = [], []
+        for _ in range(reps):
+            r = be.raw_greedy(prompt, n_tok)
+            raw.append(len(r.token_ids) / r.decode_seconds)
+            raw_tokens = r.token_ids
+
+        def single(temperature: float, seed: int) -> tuple[float, list[int]]:
+            req = GenRequest(
+                tuple(prompt),
+                n=1,
+                seed=seed,
+                config=SamplingConfig(temperature=temperature, max_tokens=n_tok),
+            )
+            t0 = time.perf_counter()
+            g = be.generate([req])[0][0]
+            return len(g.token_ids) / (time.perf_counter() - t0), g.token_ids
+
+        greedy, t1 = [], []
+        greedy_tokens: list[int] = []
+        for k in range(reps):
+            rate, greedy_tokens = single(0.0, k)
+            greedy.append(rate)
+            t1.append(single(1.0, k)[0])
+        same = 0
+        while same < min(len(raw_tokens), len(greedy_tokens)) and raw_tokens[same] == greedy_tokens[same]:
+            same += 1
+
+        batched, prefix_evals, per_cont = [], [], []
+        for k in range(reps):
+            be.reset_cache()  # the prefix must be evaluated (once) in every repeat
+            req = GenRequest(
+                tuple(prompt), n=N_ROLLOUTS, seed=100 + k, config=SamplingConfig(max_tokens=n_tok)
+            )
+            t0 = time.perf_counter()
+            gens = be.generate([req])[0]
+            dt = time.perf_counter() - t0
+            batched.append(sum(len(g.token_ids) for g in gens) / dt)
+            prefix_evals.append(sum(g.prompt_tokens_evaluated for g in gens))
+            per_cont = [g.prompt_tokens_evaluated for g in gens]
+    finally:
+        be.close()
+
+    res: dict[str, Any] = {
+        "bench": "throughput",
+        "model": path.name,
+        "threads": be.n_threads,
+        "quick": quick,
+        "tokens_per_run": n_tok,
+        "repeats": reps,
+        "prompt_tokens": len(prompt),
+        "raw_tok_s": round(_median(raw), 2),
+        "sampler_tok_s": round(_median(t1), 2),
+        "sampler_greedy_tok_s": round(_median(greedy), 2),
+        "batched_n": N_ROLLOUTS,
+        "batched_tok_s": round(_median(batched), 2),
+        "sampler_vs_raw_ratio": round(_median(t1) / _median(raw), 3),
+        "sampler_greedy_vs_raw_ratio": round(_median(greedy) / _median(raw), 3),
+        "batched_vs_single_ratio": round(_median(batched) / _median(t1), 3),
+        "prefix_evals": int(_median(prefix_evals)),
+        "prefix_evals_per_continuation": per_cont,
+        "prefix_evaluated_once": all(p == len(prompt) for p in prefix_evals),
+        "greedy_matches_raw_tokens": same,
+        "greedy_compared_tokens": min(len(raw_tokens), len(greedy_tokens)),
+    }
+    return res
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry: ``adaptivestep bench throughput [--quick] [--model M] [--threads N]``."""
+    ap = argparse.ArgumentParser(prog="adaptivestep bench throughput", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="64 tokens x 3 repeats instead of 256 x 5")
+    ap.add_argument(
+        "--model", default=None, help="embedded model name or .gguf file (default: embedded Qwen 0.5B)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    a = ap.parse_args(list(argv) if argv is not None else None)
+    res = run(quick=a.quick, model=a.model, threads=a.threads)
+    print(
+        f"model {res['model']}  threads {res['threads']}  prompt {res['prompt_tokens']} tokens  "
+        f"{res['tokens_per_run']} tokens/run  median of {res['repeats']}"
+    )
+    print(f"(a) raw llama.cpp greedy, no log-probs   : {res['raw_tok_s']:8.2f} tok/s")
+    print(
+        f"(b) our sampler, exact log-probs, T=1    : {res['sampler_tok_s']:8.2f} tok/s  "
+        f"({res['sampler_vs_raw_ratio']:.2f} x raw)"
+    )
+    print(
+        f"    our sampler, greedy                  : {res['sampler_greedy_tok_s']:8.2f} tok/s  "
+        f"({res['sampler_greedy_vs_raw_ratio']:.2f} x raw; same tokens as raw for "
+        f"{res['greedy_matches_raw_tokens']}/{res['greedy_compared_tokens']})"
+    )
+    print(
+        f"(c) n={res['batched_n']} continuations of one prefix  : {res['batched_tok_s']:8.2f} tok/s aggregate  "
+        f"({res['batched_vs_single_ratio']:.2f} x single)"
+    )
+    print(
+        f"    prefix tokens evaluated: {res['prefix_evals']} for a {res['prompt_tokens']}-token prefix "
+        f"(per continuation {res['prefix_evals_per_continuation']})"
+    )
+    sys.stdout.flush()
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
