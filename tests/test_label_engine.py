@@ -80,7 +80,7 @@ def test_killed_and_resumed_equals_uninterrupted(inputs, tmp_path):
     for f in ("samples.jsonl", "splits.jsonl"):
         (d / f).write_bytes((inputs / f).read_bytes())
     rnd = random.Random(0)
-    job = [sys.executable, str(Path(__file__).parent / "label_job.py"), str(d), "resumed.jsonl", "0.1"]
+    job = [sys.executable, str(Path(__file__).parent / "label_job.py"), str(d), "resumed.jsonl", "0.5"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     kills, partial = 0, []
     for _ in range(8):
@@ -115,3 +115,9 @@ def test_split_that_does_not_match_samples_is_reported(inputs, tmp_path):
     errs = (tmp_path / "out.jsonl.errors.jsonl").read_text()
     assert "does not match" in errs
     assert not (tmp_path / "out.jsonl").read_text().strip()
+
+
+def test_concurrent_samples_do_not_change_labels(inputs):
+    label_job.run(inputs, "one-at-a-time.jsonl", concurrent_samples=1, first_error_search=True)
+    label_job.run(inputs, "grouped.jsonl", concurrent_samples=5, first_error_search=True)
+    assert _labels(inputs / "one-at-a-time.jsonl") == _labels(inputs / "grouped.jsonl")

@@ -31,7 +31,8 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
                         "a .gguf file, or a local Hugging Face model directory")
     g.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "hf"],
                    help="inference engine; auto = llamacpp for GGUF files, hf for directories")
-    g.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens (llamacpp)")
+    g.add_argument("--n-ctx", type=int, default=8192,
+                   help="llama.cpp KV cache in tokens, shared by the sequences decoded together")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
 
 
@@ -181,7 +182,7 @@ def cmd_label(a: argparse.Namespace) -> int:
     cfg = LabelConfig(rollouts=a.rollouts, label_type=a.label_type, max_tokens=a.max_tokens,
                       temperature=a.temperature, seed=a.seed, kv_reuse=not a.no_kv_reuse, early_stop=a.early_stop,
                       wave=a.wave, first_error_search=a.first_error_search, batched=not a.no_batch,
-                      keep_text=a.keep_text)
+                      keep_text=a.keep_text, concurrent_samples=a.concurrent_samples)
     pfile = Path(a.problems) if a.problems else problems_path_for(Path(a.samples))
     problems = {p.id: p for p in read_records(pfile, Problem)}
     checkers = {}
@@ -463,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--no-kv-reuse", action="store_true", help="re-evaluate every prefix from scratch (for comparison)")
     lb.add_argument("--no-batch", action="store_true", help="decode rollouts one at a time (for comparison)")
     lb.add_argument("--keep-text", action="store_true", help="keep rollout texts in the work log")
+    lb.add_argument("--concurrent-samples", type=int, default=4,
+                    help="samples labelled together (their pending rollouts are decoded in one batch)")
     lb.add_argument("--limit-samples", type=int, default=None, help="label at most this many samples this run")
     lb.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_opts(lb)

@@ -19,10 +19,10 @@ class DataConfig:
     data_dir: str | None = None
     train_split: str = "train"
     train_offset: int = 0
-    train_limit: int = 24
+    train_limit: int = 16
     eval_split: str = "test"
     eval_offset: int = 0
-    eval_limit: int = 40
+    eval_limit: int = 30
 
 
 @dataclass
@@ -31,7 +31,7 @@ class PolicyConfig:
 
     model: str = "default"
     backend: str = "auto"
-    n_ctx: int = 4096
+    n_ctx: int = 8192
     threads: int | None = None
 
 
@@ -64,7 +64,7 @@ class LabelStage:
     label_type: str = "hard"
     early_stop: bool = True
     wave: int = 2
-    first_error_search: bool = False
+    first_error_search: bool = True
 
 
 @dataclass
@@ -72,7 +72,7 @@ class PRMStage:
     """backbone: embedded name / GGUF / HF dir of the PRM. mode: head | lora | full. epochs/lr: None = the
     mode's defaults. max_length: tokens per PRM input."""
 
-    backbone: str = "default"
+    backbone: str = "smollm2-135m"
     mode: str = "head"
     epochs: int | None = None
     lr: float | None = None
@@ -86,13 +86,13 @@ class EvalStage:
     tvd_threshold / tvd_k: TVD settings (paper: 0.55 math, k = 8). tvd_limit: eval questions decoded with
     TVD (None = all). resamples: random subsets per N for accuracy-vs-N."""
 
-    n: int = 8
+    n: int = 4
     max_tokens: int = 320
     rules: list[str] = field(default_factory=lambda: ["majority", "prm-min", "prm-mean", "prm-last",
                                                        "weighted-majority", "oracle"])
     tvd_threshold: float = 0.55
     tvd_k: int = 8
-    tvd_limit: int | None = None
+    tvd_limit: int | None = 10
     resamples: int = 200
 
 
@@ -155,5 +155,5 @@ QUICK: dict[str, Any] = {
     "data.train_limit": 6, "data.eval_limit": 8,
     "sample.n": 2, "sample.max_tokens": 200,
     "label.rollouts": 2, "label.max_tokens": 160, "label.wave": 2,
-    "eval.n": 4, "eval.max_tokens": 200, "eval.tvd_limit": 4, "eval.resamples": 50,
+    "eval.n": 4, "eval.max_tokens": 200, "eval.tvd_limit": 3, "eval.resamples": 50,
 }

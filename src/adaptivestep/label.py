@@ -10,14 +10,14 @@ split method produced that prefix, whether it was batched, and whether the run w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend, GenRequest, SamplingConfig
 from .jsonl import DataError, JsonlWriter, read_records
-from .labels import early_stop_waves, hard_label, run_first_error_search, soft_label
+from .labels import early_stop_waves, first_error_search, hard_label, soft_label
 from .records import LabeledRecord, Problem, Sample, StepSplit
 from .worklog import Rollout, WorkLog, stable_seed
 
@@ -37,6 +37,7 @@ class LabelConfig:
     first_error_search: (hard labels) binary search for the first step labelled 0, inferring the others.
     batched: decode the rollouts of a prefix (and of all prefixes of a sample) together.
     keep_text: store each rollout's text in the work log (for inspection; makes it larger).
+    concurrent_samples: samples labelled together, their pending rollouts decoded in one batch.
     """
 
     rollouts: int = 8
@@ -50,6 +51,7 @@ class LabelConfig:
     first_error_search: bool = False
     batched: bool = True
     keep_text: bool = False
+    concurrent_samples: int = 4
 
     def __post_init__(self) -> None:
         if self.rollouts < 1:
@@ -58,6 +60,8 @@ class LabelConfig:
             raise ValueError(f"--label-type must be 'hard' or 'soft', got {self.label_type!r}")
         if self.max_tokens < 1:
             raise ValueError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if self.concurrent_samples < 1:
+            raise ValueError(f"--concurrent-samples must be >= 1, got {self.concurrent_samples}")
         if self.wave < 1:
             raise ValueError(f"--wave must be >= 1, got {self.wave}")
         if self.label_type == "soft" and (self.early_stop or self.first_error_search):
@@ -86,57 +90,90 @@ class _Ctx:
     on_rollouts: Callable[[int], None] = lambda n: None
 
 
-def _rollouts_for(ctx: _Ctx, problem: Problem, sample: Sample, wanted: dict[int, list[int]]) -> dict[int, list[Rollout]]:
-    """Finished rollouts for ``{prefix_end: [rollout indices]}``: from the log, generating what is missing."""
+Wanted = dict[int, list[int]]  # prefix end (response tokens) -> rollout indices
+Got = dict[int, list[Rollout]]
+
+
+@dataclass
+class _Job:
+    """One sample being labelled: its plan is a generator that yields the rollouts it needs next."""
+
+    problem: Problem
+    sample: Sample
+    split: StepSplit
+    plan: Generator[Wanted, Got, LabeledRecord]
+    wanted: Wanted | None = None
+    record: LabeledRecord | None = None
+    error: str | None = None
+
+
+def _judge(ctx: _Ctx, problem: Problem, text: str) -> bool:
+    try:
+        return bool(ctx.judge(problem, text))
+    except Exception as e:  # a checker that raises must not give a silent label
+        raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
+
+
+def _run_rollouts(ctx: _Ctx, jobs: list[_Job]) -> list[Got]:
+    """Finished rollouts for each job's ``wanted``: from the log, generating all missing ones together."""
     cfg = ctx.cfg
-    done = ctx.log.for_sample(sample.problem_id, sample.sample_index)
-    result: dict[int, list[Rollout]] = {}
-    todo: list[tuple[int, int, int]] = []  # (prefix_end, first_index, n)
-    for end, idxs in wanted.items():
-        seed = stable_seed(cfg.seed, sample.problem_id, sample.sample_index, end)
-        missing = [j for j in idxs if (end, j, seed) not in done]
-        result[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
-        for j in missing:  # group contiguous indices into one request each
-            if todo and todo[-1][0] == end and todo[-1][1] + todo[-1][2] == j and cfg.batched:
-                todo[-1] = (end, todo[-1][1], todo[-1][2] + 1)
-            else:
-                todo.append((end, j, 1))
-    if not todo:
-        return result
     scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    results: list[Got] = []
+    todo: list[tuple[int, int, int, int]] = []  # (job, prefix_end, first_index, n)
+    for ji, job in enumerate(jobs):
+        smp = job.sample
+        done = ctx.log.for_sample(smp.problem_id, smp.sample_index)
+        got: Got = {}
+        for end, idxs in (job.wanted or {}).items():
+            seed = stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end)
+            got[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
+            for j in idxs:
+                if (end, j, seed) in done:
+                    continue
+                last = todo[-1] if todo else None
+                if cfg.batched and last and last[:2] == (ji, end) and last[2] + last[3] == j:
+                    todo[-1] = (ji, end, last[2], last[3] + 1)  # contiguous indices: one request
+                else:
+                    todo.append((ji, end, j, 1))
+        results.append(got)
     calls = [todo] if cfg.batched else [[t] for t in todo]
     for call in calls:
-        reqs = [
-            GenRequest(
-                prompt_ids=tuple(sample.prompt_ids + sample.token_ids[:end]), n=n,
-                seed=stable_seed(cfg.seed, sample.problem_id, sample.sample_index, end), first_index=j0, config=scfg,
-            )
-            for end, j0, n in call
-        ]
+        if not call:
+            continue
+        reqs = []
+        for ji, end, j0, n in call:
+            smp = jobs[ji].sample
+            reqs.append(GenRequest(prompt_ids=tuple(smp.prompt_ids + smp.token_ids[:end]), n=n, first_index=j0,
+                                   seed=stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end), config=scfg))
         if not cfg.kv_reuse and hasattr(ctx.backend, "clear_cache"):
             ctx.backend.clear_cache()  # type: ignore[attr-defined]
         t0 = time.perf_counter()
         outs = ctx.backend.generate(reqs)
         wall = (time.perf_counter() - t0) / max(1, sum(r.n for r in reqs))
-        for (end, j0, _n), req, gens in zip(call, reqs, outs):
-            prefix_text = sample.token_text(0, end)
+        for (ji, end, j0, _n), req, gens in zip(call, reqs, outs):
+            job = jobs[ji]
+            prefix_text = job.sample.token_text(0, end)
             for off, g in enumerate(gens):
-                try:
-                    ok = ctx.judge(problem, prefix_text + g.text)
-                except Exception as e:  # a checker that raises must not give a silent label
-                    raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
-                r = Rollout(sample.problem_id, sample.sample_index, end, j0 + off, req.seed, int(bool(ok)),
-                            len(g.token_ids), g.prompt_tokens_evaluated, wall, g.text if cfg.keep_text else "")
-                ctx.log.add(r)
-                result[end].append(r)
+                if job.error is None:
+                    try:
+                        ok = _judge(ctx, job.problem, prefix_text + g.text)
+                    except LabelFailure as e:
+                        job.error = str(e)
+                        continue
+                    r = Rollout(job.sample.problem_id, job.sample.sample_index, end, j0 + off, req.seed, int(ok),
+                                len(g.token_ids), g.prompt_tokens_evaluated, wall,
+                                g.text if cfg.keep_text else "")
+                    ctx.log.add(r)
+                    results[ji][end].append(r)
             ctx.on_rollouts(len(gens))
-    for end in result:
-        result[end].sort(key=lambda r: r.index)
-    return result
+    for got in results:
+        for rs in got.values():
+            rs.sort(key=lambda r: r.index)
+    return results
 
 
-def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> LabeledRecord:
-    """Label every step of one split sample (see module docstring)."""
+def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Generator[Wanted, Got, LabeledRecord]:
+    """Label every step of one split sample (see the module docstring), yielding the rollouts it needs."""
     cfg = ctx.cfg
     if split.n_tokens != len(sample.token_ids):
         raise LabelFailure(
@@ -151,37 +188,40 @@ def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) 
     spans = split.spans()
     ends = [e for _, e in spans]
     k_steps = len(spans)
-    try:
-        final_ok = ctx.judge(problem, sample.text)
-    except Exception as e:
-        raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
+    final_ok = _judge(ctx, problem, sample.text)
     final = 1.0 if final_ok else 0.0
     per_step: dict[int, list[Rollout]] = {}
 
-    def probe(ks: Sequence[int]) -> dict[int, float]:
+    def probe(ks: Sequence[int]) -> Generator[Wanted, Got, dict[int, float]]:
         """Hard labels of steps ``ks`` (rolled out together), with early stop if configured."""
-        labels: dict[int, float] = {}
         waves = early_stop_waves(cfg.rollouts, cfg.wave) if cfg.early_stop else [list(range(cfg.rollouts))]
         open_ks = list(ks)
         for wave in waves:
-            got = _rollouts_for(ctx, problem, sample, {ends[k]: wave for k in open_ks})
+            got = yield {ends[k]: wave for k in open_ks}
             for k in open_ks:
                 per_step.setdefault(k, []).extend(got[ends[k]])
             if cfg.early_stop:
                 open_ks = [k for k in open_ks if not any(r.outcome for r in per_step[k])]
                 if not open_ks:
                     break
-        for k in ks:
-            labels[k] = hard_label([r.outcome for r in per_step[k]])
-        return labels
+        return {k: hard_label([r.outcome for r in per_step[k]]) for k in ks}
 
-    inner = list(range(k_steps - 1))
     inferred: set[int] = set()
     if cfg.first_error_search:
-        hard, probed = run_first_error_search(k_steps, final, lambda k: final if k == k_steps - 1 else probe([k])[k])
+        search = first_error_search(k_steps, final)
+        probed: list[int] = []
+        try:
+            k = next(search)
+            while True:
+                probed.append(k)
+                label = final if k == k_steps - 1 else (yield from probe([k]))[k]
+                k = search.send(label)
+        except StopIteration as stop:
+            hard = list(stop.value)
         inferred = set(range(k_steps)) - set(probed) - {k_steps - 1}
     else:
-        got = probe(inner) if inner else {}
+        inner = list(range(k_steps - 1))
+        got = (yield from probe(inner)) if inner else {}
         hard = [got[k] for k in inner] + [final]
     hard[-1] = final
     soft: list[float] = []
@@ -217,6 +257,42 @@ def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) 
               "gold": problem.answer, "model": sample.model, "threshold": split.threshold,
               "label_config": asdict(cfg)},
     )
+
+
+def _advance(job: _Job, got: Got | None) -> None:
+    """Run a job's plan to its next request (or its end), recording the record or the failure."""
+    try:
+        job.wanted = job.plan.send(got) if got is not None else next(job.plan)
+    except StopIteration as stop:
+        job.wanted, job.record = None, stop.value
+    except LabelFailure as e:
+        job.wanted, job.error = None, str(e)
+
+
+def label_many(ctx: _Ctx, items: Sequence[tuple[Problem, Sample, StepSplit]]) -> list[LabeledRecord | str]:
+    """Label several samples together: every round, the rollouts all of them need go to the engine at once
+    (so sequential plans like first-error search still fill a batch). Returns a record or an error per item."""
+    jobs = [_Job(p, s, sp, _plan(ctx, p, s, sp)) for p, s, sp in items]
+    for job in jobs:
+        _advance(job, None)
+    while True:
+        active = [j for j in jobs if j.wanted is not None and j.error is None]
+        if not active:
+            break
+        for job, got in zip(active, _run_rollouts(ctx, active)):
+            if job.error is not None:
+                job.wanted = None
+                continue
+            _advance(job, got)
+    return [j.record if j.error is None and j.record is not None else (j.error or "no record") for j in jobs]
+
+
+def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> LabeledRecord:
+    """Label one sample (see :func:`label_many`)."""
+    out = label_many(ctx, [(problem, sample, split)])[0]
+    if isinstance(out, str):
+        raise LabelFailure(out)
+    return out
 
 
 @dataclass
@@ -277,23 +353,29 @@ def label_files(
     ctx = _Ctx(backend, judge, cfg, log, on_rollouts)
     totals: dict[str, float] = {}
     with JsonlWriter(out_path) as w, JsonlWriter(out_path.with_name(out_path.name + ".errors.jsonl")) as errs:
-        for sp in todo:
-            sample = samples[sp.key]
-            try:
-                problem = problems.get(sample.problem_id)
+        for i in range(0, len(todo), cfg.concurrent_samples):
+            group = todo[i: i + cfg.concurrent_samples]
+            items, outcomes = [], {}
+            for sp in group:
+                problem = problems.get(sp.problem_id)
                 if problem is None:
-                    raise LabelFailure(f"sample {sample.problem_id}#{sample.sample_index}: problem not found")
-                rec = label_sample(ctx, problem, sample, sp)
-            except LabelFailure as e:
-                summary.failures.append(str(e))
-                errs.write({"problem_id": sp.problem_id, "sample_index": sp.sample_index, "error": str(e)})
-            else:
-                w.write(rec)
-                summary.labelled += 1
-                for k, v in rec.cost.items():
-                    totals[k] = totals.get(k, 0.0) + v
-            if bar is not None:
-                bar.update(1)
+                    outcomes[sp.key] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
+                else:
+                    items.append((problem, samples[sp.key], sp))
+            for (_, smp, _), out in zip(items, label_many(ctx, items)):
+                outcomes[smp.key] = out
+            for sp in group:  # written in input order, each as soon as its group is done
+                out = outcomes[sp.key]
+                if isinstance(out, str):
+                    summary.failures.append(out)
+                    errs.write({"problem_id": sp.problem_id, "sample_index": sp.sample_index, "error": out})
+                else:
+                    w.write(out)
+                    summary.labelled += 1
+                    for k, v in out.cost.items():
+                        totals[k] = totals.get(k, 0.0) + v
+                if bar is not None:
+                    bar.update(1)
     if bar is not None:
         bar.close()
     log.close()

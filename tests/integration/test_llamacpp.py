@@ -17,6 +17,10 @@ from adaptivestep.models import ModelError, embedded_model_path
 
 pytestmark = pytest.mark.integration
 
+# One thread: ggml's worker threads spin at barriers, so on a shared, oversubscribed CPU two threads can
+# be 100x slower than one. Results do not depend on the thread count.
+THREADS = 1
+
 
 def _path(name: str):
     try:
@@ -27,14 +31,14 @@ def _path(name: str):
 
 @pytest.fixture(scope="module")
 def smol() -> LlamaCppBackend:
-    be = LlamaCppBackend(_path("smollm2-135m"), n_ctx=2048, n_seq_max=16)
+    be = LlamaCppBackend(_path("smollm2-135m"), n_ctx=2048, n_seq_max=16, n_threads=THREADS)
     yield be
     be.close()
 
 
 @pytest.fixture(scope="module")
 def qwen() -> LlamaCppBackend:
-    be = LlamaCppBackend(_path("qwen2.5-coder-0.5b"), n_ctx=2048, n_seq_max=8)
+    be = LlamaCppBackend(_path("qwen2.5-coder-0.5b"), n_ctx=2048, n_seq_max=8, n_threads=THREADS)
     yield be
     be.close()
 
@@ -68,7 +72,7 @@ def test_generation_logprobs_equal_teacher_forced_score(qwen: LlamaCppBackend) -
 
 
 def test_score_is_chunk_independent(smol: LlamaCppBackend) -> None:
-    small = LlamaCppBackend(smol.model_id, n_ctx=512, n_batch=7, n_seq_max=2)
+    small = LlamaCppBackend(smol.model_id, n_ctx=512, n_batch=7, n_seq_max=2, n_threads=THREADS)
     try:
         p = _prompt(smol, "Tell me about the sea.")
         toks = smol.tokenize(" The sea is large and deep, and many fish live in it.")
@@ -150,7 +154,7 @@ def test_eos_stop_string_and_text_offsets(qwen: LlamaCppBackend) -> None:
 
 
 def test_context_limits(smol: LlamaCppBackend) -> None:
-    be = LlamaCppBackend(smol.model_id, n_ctx=256, n_seq_max=2)
+    be = LlamaCppBackend(smol.model_id, n_ctx=256, n_seq_max=2, n_threads=THREADS)
     try:
         assert be.n_ctx == 256
         filler = tuple(be.tokenize(" word" * 400))
@@ -174,7 +178,7 @@ def test_sequence_turnover_matches_roomy_backend(smol: LlamaCppBackend) -> None:
         GenRequest(_prompt(smol, "Name a fruit."), n=3, seed=22, config=SamplingConfig(max_tokens=12)),
         GenRequest(_prompt(smol, "Write a story."), n=1, seed=23, config=SamplingConfig(max_tokens=8)),
     ]
-    small = LlamaCppBackend(smol.model_id, n_ctx=512, n_seq_max=2)
+    small = LlamaCppBackend(smol.model_id, n_ctx=512, n_seq_max=2, n_threads=THREADS)
     try:
         small.generate(reqs[1:2])  # leave stale caches behind
         got = small.generate(reqs)

@@ -1,0 +1,83 @@
+"""End to end on the embedded default model (Qwen2.5-Coder-0.5B GGUF): sample, resume, split, label, main job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adaptivestep.jsonl import read_records
+from adaptivestep.records import LabeledRecord, Sample, StepSplit
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adaptivestep.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, **kw)
+
+
+def test_sample_resumes_after_kill_and_labels_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "samples.jsonl"
+    args = ["sample", "--task", "gsm8k", "--split", "train", "--limit", "3", "--n", "2", "--max-tokens", "96",
+            "--batch", "2", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "adaptivestep.cli", *args], cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(out.read_text().splitlines())
+    assert 0 < partial < 6, "kill the run while it is part way"
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"({partial} already there" in r.stdout
+    samples = list(read_records(out, Sample))
+    assert sorted(s.key for s in samples) == sorted({s.key for s in samples})  # nothing repeated
+    assert 5 <= len(samples) <= 6  # 3 problems x 2 (an immediate end-of-text response is not written)
+    for s in samples:
+        assert all(lp <= 0 for lp in s.logprobs) and len(s.logprobs) == len(s.token_ids)
+
+    split = tmp_path / "split.jsonl"
+    r = _cli("split", str(out), "--method", "confidence", "--out", str(split), "--show", "1")
+    assert r.returncode == 0, r.stderr
+    assert " | " in r.stdout or "1 steps" in r.stdout
+    splits = list(read_records(split, StepSplit))
+    assert all(sp.threshold is not None and sp.boundaries[-1] == sp.n_tokens for sp in splits)
+
+    labels = tmp_path / "labels.jsonl"
+    r = _cli("label", str(out), str(split), "--out", str(labels), "--rollouts", "2", "--max-tokens", "64",
+             "--limit-samples", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    recs = list(read_records(labels, LabeledRecord))
+    assert len(recs) == 2
+    for rec in recs:
+        assert len(rec.labels) == len(rec.completions) == len(rec.soft_labels)
+        assert "".join(rec.completions).strip()
+        assert rec.cost["rollouts"] == 2 * (len(rec.completions) - 1)
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("json", data_files=str(labels), split="train")
+    assert set(["prompt", "completions", "labels"]) <= set(ds.column_names)
+    assert all(isinstance(x, float) for x in ds[0]["labels"])
+
+
+def test_main_job_quick(tmp_path: Path) -> None:
+    rd = tmp_path / "quick"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    r = _cli("run", "--quick", "--run-dir", str(rd), env=env, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((rd / "results.json").read_text())
+    for key in ("greedy", "tvd", "curves", "train", "prm"):
+        assert key in res
+    assert {"majority", "prm-min", "oracle"} <= set(res["curves"])
+    oracle = res["curves"]["oracle"][-1]["mean"]
+    assert all(res["curves"][r][-1]["mean"] <= oracle + 1e-9 for r in res["curves"])  # nothing beats pass@N
+    assert (rd / "results.md").read_text().startswith("| method |")
+    assert "| greedy |" in r.stdout
