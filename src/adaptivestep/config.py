@@ -19,10 +19,10 @@ class DataConfig:
     data_dir: str | None = None
     train_split: str = "train"
     train_offset: int = 0
-    train_limit: int = 16
+    train_limit: int = 12
     eval_split: str = "test"
     eval_offset: int = 0
-    eval_limit: int = 30
+    eval_limit: int = 24
 
 
 @dataclass
@@ -92,7 +92,7 @@ class EvalStage:
                                                        "weighted-majority", "oracle"])
     tvd_threshold: float = 0.55
     tvd_k: int = 8
-    tvd_limit: int | None = 10
+    tvd_limit: int | None = 8
     resamples: int = 200
 
 
@@ -152,8 +152,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 QUICK: dict[str, Any] = {
     "run_dir": "runs/quick",
-    "data.train_limit": 6, "data.eval_limit": 8,
-    "sample.n": 2, "sample.max_tokens": 200,
+    "data.train_limit": 4, "data.eval_limit": 6,
+    "sample.n": 2, "sample.max_tokens": 192,
     "label.rollouts": 2, "label.max_tokens": 160, "label.wave": 2,
-    "eval.n": 4, "eval.max_tokens": 200, "eval.tvd_limit": 3, "eval.resamples": 50,
+    "eval.n": 4, "eval.max_tokens": 192, "eval.tvd_limit": 2, "eval.resamples": 50,
 }

@@ -126,6 +126,7 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         "batched_fast_mode_tok_s": round(_median(batched_fast), 2),
         "sampler_vs_raw_ratio": round(_median(t1) / _median(raw), 3),
         "sampler_vs_raw_exact_mode_ratio": round(_median(t1) / _median(raw_exact), 3),
+        "sampler_greedy_vs_raw_ratio": round(_median(greedy) / _median(raw), 3),
         "batched_vs_single_ratio": round(_median(batched) / _median(t1), 3),
         "batched_fast_vs_single_ratio": round(_median(batched_fast) / _median(t1), 3),
         "prefix_evals": int(_median(prefix_evals)),
