@@ -14,7 +14,7 @@ from adaptivestep.cli import build_parser, main  # noqa: E402
 from adaptivestep.records import Problem  # noqa: E402
 from adaptivestep.sample import sample_problems  # noqa: E402
 
-VERBS = ["sample", "split", "stats", "label", "train", "score", "bon", "tvd", "bench", "run"]
+VERBS = ["sample", "split", "stats", "label", "train", "score", "prm-eval", "bon", "tvd", "bench", "run"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -284,6 +284,28 @@ def cmd_score(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prm_eval(a: argparse.Namespace) -> int:
+    """ProcessBench-style evaluation: find each solution's first wrong step from its step scores."""
+    from .jsonl import read_records
+    from .prm.evaluate import evaluate_prm, format_report, items_from_records, read_processbench
+    from .records import LabeledRecord
+
+    if a.format == "processbench":
+        items = read_processbench(a.input)
+    else:  # our labelled records: the gold first error is the first step whose hard label is 0
+        items = items_from_records(read_records(a.input, LabeledRecord), label_field="hard_labels")
+    if not items:
+        raise UsageError(f"{a.input}: no solutions to evaluate")
+    m = evaluate_prm(_load_scorer(a), items, tune_fraction=a.tune_fraction, seed=a.seed, threshold=a.threshold)
+    print(format_report(m))
+    if a.out:
+        Path(a.out).write_text(json.dumps(m, default=float, indent=1) + "\n")
+    ev = m.get("eval", {})
+    print(json.dumps({"threshold": m.get("threshold"), "n_eval": m.get("n_eval"),
+                      **{k: ev.get(k) for k in ("error_acc", "correct_acc", "f1")}}, default=float))
+    return 0
+
+
 def cmd_bon(a: argparse.Namespace) -> int:
     from .checkers import get_checker
     from .jsonl import read_records
@@ -501,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True, help="scores JSONL to write")
     sc.add_argument("--batch", type=int, default=16, help="responses per scoring call")
     sc.set_defaults(func=cmd_score)
+
+    pe = sub.add_parser("prm-eval", help="ProcessBench-style PRM evaluation: find each solution's first wrong step",
+                        formatter_class=fmt)
+    pe.add_argument("input", help="labelled stepwise JSONL (gold = first step with hard label 0), or ProcessBench JSONL")
+    pe.add_argument("--format", default="labeled", choices=["labeled", "processbench"], help="input format")
+    pe.add_argument("--prm", required=True, help="PRM directory")
+    pe.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
+    pe.add_argument("--tune-fraction", type=float, default=0.3, help="share of solutions used to tune the threshold")
+    pe.add_argument("--threshold", type=float, default=None, help="fixed threshold instead of tuning one")
+    pe.add_argument("--seed", type=int, default=0, help="seed of the tune/eval split")
+    pe.add_argument("--out", default=None, help="write all metrics and predictions as JSON here")
+    pe.set_defaults(func=cmd_prm_eval)
 
     bo = sub.add_parser("bon", help="Best-of-N: accuracy vs N for each selection rule", formatter_class=fmt)
     bo.add_argument("samples", help="candidate samples JSONL (the pool: all samples of each problem)")
