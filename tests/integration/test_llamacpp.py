@@ -123,7 +123,7 @@ def test_n_continuations_evaluate_prefix_once(smol: LlamaCppBackend) -> None:
 def test_same_seed_same_tokens_regardless_of_batching(smol: LlamaCppBackend) -> None:
     cfg = SamplingConfig(max_tokens=10)
     a = GenRequest(_prompt(smol, "Why is the sky blue?"), n=2, seed=11, config=cfg)
-    b = GenRequest(_prompt(smol, "Say something about trees."), n=3, seed=12, config=cfg)
+    b = GenRequest(_prompt(smol, "Say something about trees."), n=6, seed=12, config=cfg)  # 9 rows: 2 groups
     c = GenRequest(_prompt(smol, "Count to five."), n=1, seed=13, config=SamplingConfig(max_tokens=4))
     smol.reset_cache()
     alone = smol.generate([a])[0]
@@ -132,7 +132,7 @@ def test_same_seed_same_tokens_regardless_of_batching(smol: LlamaCppBackend) -> 
     assert [g.token_ids for g in batched[1]] == [g.token_ids for g in alone]
     for x, y in zip(batched[1], alone):
         np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-3)
-    assert [len(r) for r in batched] == [3, 2, 1]
+    assert [len(r) for r in batched] == [6, 2, 1]
 
 
 def test_eos_stop_string_and_text_offsets(qwen: LlamaCppBackend) -> None:
@@ -194,6 +194,19 @@ def test_sequence_turnover_matches_roomy_backend(smol: LlamaCppBackend) -> None:
 def test_exact_mode_is_batch_shape_independent(qwen: LlamaCppBackend) -> None:
     assert qwen.exact and qwen.rows_per_decode <= 7
     assert qwen.check_exact() == 0.0
+
+
+def test_fast_mode_generates_with_one_prefix_evaluation(smol: LlamaCppBackend) -> None:
+    fast = LlamaCppBackend(smol.model_id, n_ctx=512, n_seq_max=8, exact=False, n_threads=THREADS)
+    try:
+        assert not fast.exact and fast.rows_per_decode == fast.n_batch
+        p = _prompt(fast, "Describe a dog.")
+        gens = fast.generate([GenRequest(p, n=8, seed=2, config=SamplingConfig(max_tokens=6))])[0]
+        assert [g.prompt_tokens_evaluated for g in gens] == [len(p)] + [0] * 7
+        for g in gens:  # not bit-exact across batch shapes, but the same model distribution
+            np.testing.assert_allclose(fast.score(p, g.token_ids), g.logprobs, atol=0.3)
+    finally:
+        fast.close()
 
 
 def test_bad_input_is_rejected(smol: LlamaCppBackend) -> None:
