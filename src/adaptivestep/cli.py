@@ -31,8 +31,8 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
                         "a .gguf file, or a local Hugging Face model directory")
     g.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "hf"],
                    help="inference engine; auto = llamacpp for GGUF files, hf for directories")
-    g.add_argument("--n-ctx", type=int, default=8192,
-                   help="llama.cpp KV cache in tokens, shared by the sequences decoded together")
+    g.add_argument("--n-ctx", type=int, default=4096,
+                   help="llama.cpp context per sequence in tokens (prompt + response); 16 sequences share the cache")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
 
 

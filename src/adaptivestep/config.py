@@ -31,7 +31,7 @@ class PolicyConfig:
 
     model: str = "default"
     backend: str = "auto"
-    n_ctx: int = 8192
+    n_ctx: int = 4096
     threads: int | None = None
 
 

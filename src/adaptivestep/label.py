@@ -145,8 +145,8 @@ def _run_rollouts(ctx: _Ctx, jobs: list[_Job]) -> list[Got]:
             smp = jobs[ji].sample
             reqs.append(GenRequest(prompt_ids=tuple(smp.prompt_ids + smp.token_ids[:end]), n=n, first_index=j0,
                                    seed=stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end), config=scfg))
-        if not cfg.kv_reuse and hasattr(ctx.backend, "clear_cache"):
-            ctx.backend.clear_cache()  # type: ignore[attr-defined]
+        if not cfg.kv_reuse and hasattr(ctx.backend, "reset_cache"):
+            ctx.backend.reset_cache()  # type: ignore[attr-defined]
         t0 = time.perf_counter()
         outs = ctx.backend.generate(reqs)
         wall = (time.perf_counter() - t0) / max(1, sum(r.n for r in reqs))
