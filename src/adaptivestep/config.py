@@ -19,10 +19,10 @@ class DataConfig:
     data_dir: str | None = None
     train_split: str = "train"
     train_offset: int = 0
-    train_limit: int = 12
+    train_limit: int = 8
     eval_split: str = "test"
     eval_offset: int = 0
-    eval_limit: int = 24
+    eval_limit: int = 16
 
 
 @dataclass
@@ -92,7 +92,7 @@ class EvalStage:
                                                        "weighted-majority", "oracle"])
     tvd_threshold: float = 0.55
     tvd_k: int = 8
-    tvd_limit: int | None = 8
+    tvd_limit: int | None = 4
     resamples: int = 200
 
 

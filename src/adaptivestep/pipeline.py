@@ -83,7 +83,8 @@ def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float 
     _say(f"1/5 sampling {cfg.sample.n} responses for each of {len(problems)} training questions")
     figs = {"sample": _sample(backend, problems, d / "samples.jsonl", n=cfg.sample.n, temperature=cfg.sample.temperature,
                               max_tokens=cfg.sample.max_tokens, seed=cfg.seed, batch=cfg.sample.batch)}
-    samples = list(read_records(d / "samples.jsonl", Sample, tolerate_torn_tail=True))
+    ids = {p.id for p in problems}  # a file from an earlier, larger run may hold more questions
+    samples = [s for s in read_records(d / "samples.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in ids]
     splits = _split(samples, d / "split.jsonl", cfg.split.method, cfg.split.break_rate, None)
     tau = splits[0].threshold if splits else None
     n_steps = sum(len(s.boundaries) for s in splits)
@@ -138,8 +139,9 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
                                  max_tokens=ev.max_tokens, seed=cfg.seed, batch=cfg.sample.batch)
     figs["candidates_gen"] = _sample(backend, problems, d / "candidates.jsonl", n=ev.n, temperature=1.0,
                                      max_tokens=ev.max_tokens, seed=cfg.seed + 1, batch=cfg.sample.batch)
-    cands = list(read_records(d / "candidates.jsonl", Sample, tolerate_torn_tail=True))
-    greedy = {s.problem_id: s for s in read_records(d / "greedy.jsonl", Sample, tolerate_torn_tail=True)}
+    cands = [s for s in read_records(d / "candidates.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in by_id]
+    greedy = {s.problem_id: s for s in read_records(d / "greedy.jsonl", Sample, tolerate_torn_tail=True)
+              if s.problem_id in by_id}
     splits = _split(cands, d / "split.jsonl", cfg.split.method, cfg.split.break_rate, tau)
     prm = PRM.load(rd / "prm")
     t0 = time.perf_counter()
