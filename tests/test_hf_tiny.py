@@ -138,6 +138,9 @@ def test_determinism_independent_of_batching(tiny_dir, hf: HFBackend) -> None:
     assert len({tuple(g.token_ids) for g in a}) > 1  # different j, different streams
     (d,) = hf.generate([GenRequest(prompt, n=2, seed=8, config=cfg)])
     assert [g.token_ids for g in d] != [g.token_ids for g in a[:2]]
+    # a resumed job asks for continuations 3..4 only: it must get a's 3..4, not a's 0..1 again
+    (e,) = hf.generate([GenRequest(prompt, n=2, seed=7, first_index=3, config=cfg)])
+    assert [g.token_ids for g in e] == [g.token_ids for g in a[3:]]
 
 
 def test_greedy_is_argmax(hf: HFBackend) -> None:

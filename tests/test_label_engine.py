@@ -121,3 +121,27 @@ def test_concurrent_samples_do_not_change_labels(inputs):
     label_job.run(inputs, "one-at-a-time.jsonl", concurrent_samples=1, first_error_search=True)
     label_job.run(inputs, "grouped.jsonl", concurrent_samples=5, first_error_search=True)
     assert _labels(inputs / "one-at-a-time.jsonl") == _labels(inputs / "grouped.jsonl")
+
+
+def test_saver_replayed_from_exhaustive_log_equals_real_run(inputs, tmp_path):
+    """bench label-cost replays saver settings from the exhaustive work log: same labels and cost, no decoding."""
+    from fakes import FakeBackend
+
+    from adaptivestep.bench.label_cost import _label
+
+    problems = {p.id: p for p in label_job.PROBLEMS}
+    splits = inputs / "splits.jsonl"
+    (tmp_path / "samples.jsonl").write_bytes((inputs / "samples.jsonl").read_bytes())
+    be = FakeBackend()
+    base = {"rollouts": 4, "max_tokens": 20}
+    ref, _, ref_log = _label(be, label_job.judge, problems, tmp_path, splits, "exhaustive", **base)
+    saver = {"early_stop": True, "wave": 1, "first_error_search": True}
+    real, _, _ = _label(FakeBackend(), label_job.judge, problems, tmp_path, splits, "real", **base, **saver)
+    replay_be = FakeBackend()
+    replayed, _, _ = _label(replay_be, label_job.judge, problems, tmp_path, splits, "replay", replay_from=ref_log,
+                            **base, **saver)
+    assert replay_be.calls == 0  # every rollout came from the log
+    key = lambda r: (r.problem_id, r.sample_index)  # noqa: E731
+    got = {key(r): (r.hard_labels, r.cost["rollouts"], r.cost["generated_tokens"]) for r in replayed}
+    assert got == {key(r): (r.hard_labels, r.cost["rollouts"], r.cost["generated_tokens"]) for r in real}
+    assert sum(r.cost["rollouts"] for r in real) < sum(r.cost["rollouts"] for r in ref)

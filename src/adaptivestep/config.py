@@ -19,10 +19,10 @@ class DataConfig:
     data_dir: str | None = None
     train_split: str = "train"
     train_offset: int = 0
-    train_limit: int = 8
+    train_limit: int = 5
     eval_split: str = "test"
     eval_offset: int = 0
-    eval_limit: int = 16
+    eval_limit: int = 12
 
 
 @dataclass
@@ -41,9 +41,9 @@ class SampleStage:
     distribution. batch: sequences decoded together."""
 
     n: int = 4
-    max_tokens: int = 320
+    max_tokens: int = 400
     temperature: float = 1.0
-    batch: int = 8
+    batch: int = 14
 
 
 @dataclass
@@ -59,12 +59,13 @@ class SplitStage:
 class LabelStage:
     """Rollout labelling (see ``adaptivestep label --help``): rollouts = M per step prefix."""
 
-    rollouts: int = 4
+    rollouts: int = 2
     max_tokens: int = 256
     label_type: str = "hard"
     early_stop: bool = True
     wave: int = 2
     first_error_search: bool = True
+    concurrent_samples: int = 7
 
 
 @dataclass
@@ -87,12 +88,12 @@ class EvalStage:
     TVD (None = all). resamples: random subsets per N for accuracy-vs-N."""
 
     n: int = 4
-    max_tokens: int = 320
+    max_tokens: int = 400
     rules: list[str] = field(default_factory=lambda: ["majority", "prm-min", "prm-mean", "prm-last",
                                                        "weighted-majority", "oracle"])
     tvd_threshold: float = 0.55
     tvd_k: int = 8
-    tvd_limit: int | None = 4
+    tvd_limit: int | None = 2
     resamples: int = 200
 
 
@@ -152,8 +153,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 QUICK: dict[str, Any] = {
     "run_dir": "runs/quick",
-    "data.train_limit": 4, "data.eval_limit": 6,
-    "sample.n": 2, "sample.max_tokens": 192,
-    "label.rollouts": 2, "label.max_tokens": 160, "label.wave": 2,
-    "eval.n": 4, "eval.max_tokens": 192, "eval.tvd_limit": 2, "eval.resamples": 50,
+    "data.train_limit": 2, "data.eval_limit": 3,
+    "sample.n": 2, "sample.max_tokens": 320,
+    "label.rollouts": 2, "label.max_tokens": 256, "label.wave": 2,
+    "eval.n": 4, "eval.max_tokens": 320, "eval.tvd_limit": 1, "eval.resamples": 50,
 }

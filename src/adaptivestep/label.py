@@ -51,7 +51,7 @@ class LabelConfig:
     first_error_search: bool = False
     batched: bool = True
     keep_text: bool = False
-    concurrent_samples: int = 4
+    concurrent_samples: int = 7
 
     def __post_init__(self) -> None:
         if self.rollouts < 1:

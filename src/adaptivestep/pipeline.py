@@ -92,7 +92,8 @@ def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float 
          + (f", tau = {tau:.4f}" if tau is not None else ""))
     lc = cfg.label
     lcfg = LabelConfig(rollouts=lc.rollouts, max_tokens=lc.max_tokens, label_type=lc.label_type, seed=cfg.seed,
-                       early_stop=lc.early_stop, wave=lc.wave, first_error_search=lc.first_error_search)
+                       early_stop=lc.early_stop, wave=lc.wave, first_error_search=lc.first_error_search,
+                       concurrent_samples=lc.concurrent_samples)
     checker = get_checker("math" if cfg.data.task in ("gsm8k", "math500") else "code")
     _say(f"3/5 labelling every step with {lc.rollouts} rollouts (savers: {lcfg.savers})")
     t0 = time.perf_counter()

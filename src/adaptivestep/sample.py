@@ -62,7 +62,7 @@ def sample_problems(
     config: SamplingConfig,
     seed: int = 0,
     render: Callable[[Problem], str],
-    batch_sequences: int = 8,
+    batch_sequences: int = 14,
     progress: bool = True,
 ) -> SampleSummary:
     """Generate the missing samples of every problem and append them to ``out_path``.

@@ -133,6 +133,9 @@ def test_same_seed_same_tokens_regardless_of_batching(smol: LlamaCppBackend) -> 
     for x, y in zip(batched[1], alone):
         np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-3)
     assert [len(r) for r in batched] == [6, 2, 1]
+    # first_index: continuations 2..5 asked for alone are b's 2..5 (a resumed job's rollouts), not 0..3 again
+    tail = smol.generate([GenRequest(b.prompt_ids, n=4, seed=12, first_index=2, config=cfg)])[0]
+    assert [g.token_ids for g in tail] == [g.token_ids for g in batched[0][2:]]
 
 
 def test_eos_stop_string_and_text_offsets(qwen: LlamaCppBackend) -> None:

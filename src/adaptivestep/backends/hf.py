@@ -395,7 +395,7 @@ class HFBackend:
         """Continuations ``js`` of ``req`` from the prompt's cache (batch 1) and its next-token log-probs."""
         cfg = req.config
         k = len(js)
-        rngs = [rng_for(req.seed, j) for j in js]
+        rngs = [rng_for(req.seed, req.first_index + j) for j in js]
         toks: list[list[int]] = [[] for _ in js]
         lps: list[list[float]] = [[] for _ in js]
         tops: list[list[list[list[float]]]] = [[] for _ in js]

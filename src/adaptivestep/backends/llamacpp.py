@@ -4,7 +4,7 @@ The only module that imports ``llama_cpp``. It drives the low-level API directly
 
 - **Exact log-probs.** Each step reads the last-token logits (``llama_get_logits_ith``), takes
   :func:`adaptivestep.sampling.log_softmax` (temperature 1) and draws with :func:`adaptivestep.sampling.draw`
-  from continuation ``j``'s own stream :func:`adaptivestep.sampling.rng_for` ``(seed, j)``. No
+  from continuation ``j``'s own stream :func:`adaptivestep.sampling.rng_for` ``(seed, first_index + j)``. No
   ``logits_all``, no ``create_completion(logprobs=...)``.
 - **Batched decoding.** Every running continuation (of one or several requests) is one llama.cpp sequence;
   one ``llama_decode`` advances several of them by a token each.
@@ -467,7 +467,7 @@ class LlamaCppBackend:
                 j=j,
                 prompt=tuple(int(t) for t in req.prompt_ids),
                 cfg=req.config,
-                rng=rng_for(req.seed, j),
+                rng=rng_for(req.seed, req.first_index + j),
                 stops=tuple(s.encode("utf-8") for s in req.config.stop if s),
                 tops=[] if req.config.top_logprobs else None,
             )

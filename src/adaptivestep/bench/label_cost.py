@@ -1,9 +1,17 @@
 """``adaptivestep bench label-cost``: what labelling costs with each split, with and without the savers.
 
 One run, one set of sampled responses (embedded default, GSM8K train questions). Each split method
-(confidence = AdaptiveStep, newline, fixed) is labelled exhaustively at M rollouts per step (the reference),
-then with each saver setting; every setting gets a fresh work log, so its cost and wall time are its own.
-Agreement = fraction of step labels equal to the exhaustive labels of the same split.
+(confidence = AdaptiveStep, newline, fixed) is labelled exhaustively at M rollouts per step, for real, with a
+fresh work log: that is the reference and its cost is measured. Agreement = fraction of step labels equal to
+the exhaustive labels of the same split.
+
+Saver settings are *replayed* from the exhaustive run's work log: rollout ``j`` of a prefix has a fixed seed and
+stream, and the llama.cpp backend's exact mode makes its tokens independent of batching, so a saver run would
+draw exactly the rollouts the exhaustive run logged. Each saver runs the real labelling code on a copy of that
+log, so it generates nothing and is charged the logged tokens and per-rollout wall time of the rollouts it
+asks for. One saver setting is also run for real on the confidence split, and its labels and generated tokens
+are compared with the replay (``replay_check``). They match closely, not always bit for bit: llama.cpp's
+logits depend slightly on which other sequences share a decode call, so a rollout's tokens can diverge late.
 
 "Plain newline labelling" (no KV reuse, no batching) draws exactly the same seeded rollouts as the exhaustive
 newline run, so its generated tokens are those of that run; the prefix tokens it would re-evaluate are
@@ -20,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+REAL_CHECK = "early+first-error"  # the saver setting also run for real to check the replay
+
 SETTINGS: dict[str, dict[str, Any]] = {
     "exhaustive": {},
     "early-stop": {"early_stop": True, "wave": 2},
@@ -28,20 +38,52 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def _fresh(out: Path) -> Path:
+    """Remove ``out`` and its work log / error files; returns the work log path."""
+    log = out.with_name(out.name + ".worklog.sqlite")
+    for p in (out, log, out.with_name(out.name + ".errors.jsonl")):
+        p.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(str(p) + suffix).unlink(missing_ok=True)
+    return log
+
+
 def _label(backend: Any, judge: Any, problems: dict[str, Any], d: Path, split_file: Path, name: str,
-           **cfg: Any) -> tuple[list[Any], float]:
+           replay_from: Path | None = None, **cfg: Any) -> tuple[list[Any], float, Path]:
+    """Label ``split_file`` with setting ``cfg``; with ``replay_from`` (a work log) its rollouts are reused."""
+    import sqlite3
+
     from ..jsonl import read_records
     from ..label import LabelConfig, label_files
     from ..records import LabeledRecord
 
     out = d / f"labels-{split_file.stem}-{name}.jsonl"
-    for p in (out, out.with_name(out.name + ".worklog.sqlite"), out.with_name(out.name + ".errors.jsonl")):
-        p.unlink(missing_ok=True)
-        for suffix in ("-wal", "-shm"):
-            Path(str(p) + suffix).unlink(missing_ok=True)
+    log = _fresh(out)
+    if replay_from is not None:
+        src, dst = sqlite3.connect(str(replay_from)), sqlite3.connect(str(log))
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
     t0 = time.perf_counter()
-    label_files(backend, judge, problems, d / "samples.jsonl", split_file, out, LabelConfig(**cfg), progress=True)
-    return list(read_records(out, LabeledRecord)), time.perf_counter() - t0
+    label_files(backend, judge, problems, d / "samples.jsonl", split_file, out, LabelConfig(**cfg),
+                progress=replay_from is None)
+    return list(read_records(out, LabeledRecord)), time.perf_counter() - t0, log
+
+
+def _figures(recs: list[Any], ref: list[Any], wall: float | None) -> dict[str, Any]:
+    n = max(1, len(recs))
+    tot = lambda key: sum(r.cost[key] for r in recs)  # noqa: E731
+    return {
+        "rollouts_per_sample": tot("rollouts") / n,
+        "generated_tokens_per_sample": tot("generated_tokens") / n,
+        "prefix_tokens_evaluated_per_sample": tot("prefix_tokens_evaluated") / n,
+        # measured wall time of a real run; for a replay, the logged wall time of the rollouts it used
+        "wall_s_per_sample": (wall if wall is not None else tot("rollout_wall_s")) / n,
+        "replayed": wall is None,
+        "agreement": _agreement(ref, recs),
+    }
 
 
 def _agreement(ref: list[Any], other: list[Any]) -> float:
@@ -55,20 +97,21 @@ def _agreement(ref: list[Any], other: list[Any]) -> float:
 
 
 def run(quick: bool, model: str | None = None, out_dir: str = "runs/bench-label-cost", questions: int | None = None,
-        samples_per_question: int | None = None, rollouts: int | None = None) -> dict[str, Any]:
+        samples_per_question: int | None = None, rollouts: int | None = None, verify: bool = True) -> dict[str, Any]:
     from ..backends import load_backend
     from ..backends.base import SamplingConfig
     from ..checkers import get_checker
     from ..jsonl import JsonlWriter, read_records
-    from ..records import Sample
+    from ..records import LabeledRecord, Sample
     from ..sample import sample_problems
     from ..split import SplitParams, split_samples
     from ..tasks import load_tasks, render_prompt
 
-    nq = questions or (3 if quick else 12)
+    nq = questions or (2 if quick else 4)
     ns = samples_per_question or 2
-    m = rollouts or (4 if quick else 8)
-    max_resp, max_roll = (160, 128) if quick else (320, 256)
+    m = rollouts or (2 if quick else 8)
+    # long enough for the 0.5B model to finish most answers (~315 tokens), so rollouts can reach one
+    max_resp, max_roll = 400, 320
     d = Path(out_dir) / ("quick" if quick else "full")
     d.mkdir(parents=True, exist_ok=True)
     backend = load_backend("auto", model)
@@ -85,26 +128,30 @@ def run(quick: bool, model: str | None = None, out_dir: str = "runs/bench-label-
     by_p = {p.id: p for p in problems}
     results: dict[str, Any] = {"samples": len(samples), "rollouts_per_step": m, "rollout_max_tokens": max_roll,
                                "tau": conf[0].threshold, "methods": {}}
-    base = {"rollouts": m, "max_tokens": max_roll}
+    base: dict[str, Any] = {"rollouts": m, "max_tokens": max_roll}
     for method, sp in splits.items():
         f = d / f"split-{method}.jsonl"
         f.unlink(missing_ok=True)
         with JsonlWriter(f, fsync=False) as w:
             w.write_all(sp)
         mres: dict[str, Any] = {"steps_per_sample": statistics.mean(len(s.boundaries) for s in sp)}
-        ref: list[Any] = []
+        print(f"labelling {method} split exhaustively ({m} rollouts per step) ...", flush=True)
+        ref, wall, ref_log = _label(backend, judge, by_p, d, f, "exhaustive", **base)
+        mres["exhaustive"] = _figures(ref, ref, wall)
         for name, extra in SETTINGS.items():
-            print(f"labelling {method} split, {name} ...", flush=True)
-            recs, wall = _label(backend, judge, by_p, d, f, name, **base, **extra)
-            if name == "exhaustive":
-                ref = recs
-            n = max(1, len(recs))
-            mres[name] = {
-                "rollouts_per_sample": sum(r.cost["rollouts"] for r in recs) / n,
-                "generated_tokens_per_sample": sum(r.cost["generated_tokens"] for r in recs) / n,
-                "prefix_tokens_evaluated_per_sample": sum(r.cost["prefix_tokens_evaluated"] for r in recs) / n,
-                "wall_s_per_sample": wall / n,
-                "agreement": _agreement(ref, recs),
+            if name != "exhaustive":
+                recs, _, _ = _label(backend, judge, by_p, d, f, name, replay_from=ref_log, **base, **extra)
+                mres[name] = _figures(recs, ref, None)
+        if method == "confidence" and verify:
+            print(f"checking the replay: labelling {method} split with {REAL_CHECK} for real ...", flush=True)
+            real, wall, _ = _label(backend, judge, by_p, d, f, REAL_CHECK + "-real", **base, **SETTINGS[REAL_CHECK])
+            mres[REAL_CHECK + " (real run)"] = _figures(real, ref, wall)
+            replayed = list(read_records(d / f"labels-{f.stem}-{REAL_CHECK}.jsonl", LabeledRecord))
+            results["replay_check"] = {
+                "setting": REAL_CHECK,
+                "label_agreement": _agreement(real, replayed),
+                "tokens_real_vs_replay_ratio": sum(r.cost["generated_tokens"] for r in real)
+                / max(1e-9, sum(r.cost["generated_tokens"] for r in replayed)),
             }
         by_key = {s.key: s for s in samples}
         no_reuse = sum(
@@ -132,21 +179,26 @@ def run(quick: bool, model: str | None = None, out_dir: str = "runs/bench-label-
 
 def report(res: dict[str, Any]) -> str:
     lines = [f"{res['samples']} samples, M = {res['rollouts_per_step']} rollouts/step, tau = {res['tau']:.4f}", ""]
-    lines.append(f"{'split':<11}{'setting':<19}{'steps':>6}{'rollouts':>10}{'gen tok':>10}{'prefix tok':>11}"
+    lines.append(f"{'split':<11}{'setting (per labelled sample)':<27}{'steps':>6}{'rollouts':>10}{'gen tok':>10}{'prefix tok':>11}"
                  f"{'wall s':>8}{'agree':>7}")
     for method, m in res["methods"].items():
-        for name in SETTINGS:
+        for name in [k for k in m if isinstance(m[k], dict)]:
             x = m[name]
-            lines.append(f"{method:<11}{name:<19}{m['steps_per_sample']:>6.2f}{x['rollouts_per_sample']:>10.1f}"
+            tag = name + (" *" if x["replayed"] else "")
+            lines.append(f"{method:<11}{tag:<27}{m['steps_per_sample']:>6.2f}{x['rollouts_per_sample']:>10.1f}"
                          f"{x['generated_tokens_per_sample']:>10.0f}{x['prefix_tokens_evaluated_per_sample']:>11.0f}"
                          f"{x['wall_s_per_sample']:>8.1f}{100 * x['agreement']:>6.1f}%")
     lines += [
+        "* replayed from the exhaustive work log: the same seeded rollouts, charged their logged tokens and wall time"
+        + ("; a real run of {setting}: {0:.1f}% of its labels equal the replay's, its tokens {1:.2f}x".format(
+            100 * res["replay_check"]["label_agreement"], res["replay_check"]["tokens_real_vs_replay_ratio"],
+            setting=res["replay_check"]["setting"]) if "replay_check" in res else ""),
         "",
-        f"confidence / newline rollout tokens (exhaustive): {res['confidence_vs_newline_tokens_ratio']:.2f} "
-        "(target <= 0.70)",
-        f"confidence with savers ({res['best_saver']}) / plain newline: "
+        (f"confidence / newline rollout tokens (exhaustive): {res['confidence_vs_newline_tokens_ratio']:.2f} "
+        "(target <= 0.70)"),
+        (f"confidence with savers ({res['best_saver']}) / plain newline: "
         f"{res['confidence_savers_vs_plain_newline_tokens_ratio']:.2f} (target <= 0.40), agreement "
-        f"{100 * res['best_saver_agreement']:.1f}% (target >= 95%)",
+        f"{100 * res['best_saver_agreement']:.1f}% (target >= 95%)"),
         f"KV reuse: prefix tokens evaluated / without reuse (newline): {res['kv_reuse_prefix_ratio']:.3f}",
     ]
     return "\n".join(lines)
@@ -155,14 +207,20 @@ def report(res: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="adaptivestep bench label-cost", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 questions x 2 samples, M = 4 (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="2 questions x 2 samples, M = 2 (about 10 minutes on 2 cores)")
     ap.add_argument("--model", default=None, help="policy model (default: embedded Qwen2.5-Coder-0.5B)")
-    ap.add_argument("--questions", type=int, default=None, help="GSM8K train questions (default 12, quick 3)")
+    ap.add_argument("--questions", type=int, default=None, help="GSM8K train questions (default 4, quick 2)")
     ap.add_argument("--samples-per-question", type=int, default=None, help="responses per question (default 2)")
-    ap.add_argument("--rollouts", type=int, default=None, help="M (default 8, quick 4)")
+    ap.add_argument("--rollouts", type=int, default=None, help="M (default 8, quick 2)")
     ap.add_argument("--out-dir", default="runs/bench-label-cost", help="working folder")
+    ap.add_argument("--no-verify", action="store_true",
+                    help="skip the real run of one saver setting that checks the replayed figures")
     a = ap.parse_args(argv)
-    res = run(a.quick, a.model, a.out_dir, a.questions, a.samples_per_question, a.rollouts)
+    for name, v in (("--questions", a.questions), ("--samples-per-question", a.samples_per_question),
+                    ("--rollouts", a.rollouts)):
+        if v is not None and v < 1:
+            ap.error(f"{name} must be >= 1, got {v}")
+    res = run(a.quick, a.model, a.out_dir, a.questions, a.samples_per_question, a.rollouts, not a.no_verify)
     print(report(res))
     print(json.dumps(res, default=float))
     return 0
