@@ -273,7 +273,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     plotted = plot_curves(res, rd / "accuracy_vs_n.png")
     print()
     print(table)
-    print(f"\nPRM held-out step AUC {res['prm'].get('eval_auc', float('nan')):.3f}; tau = {tau}; "
-          f"total {res['total_wall_s'] / 60:.1f} min")
+    auc = res["prm"].get("eval_auc", float("nan"))
+    auc_s = f"{auc:.3f}" if auc == auc else "n/a (the held-out steps carry one label only)"
+    tau_s = f"{tau:.4f}" if tau is not None else "n/a"
+    print(f"\nPRM held-out step AUC {auc_s}; tau = {tau_s}; total {res['total_wall_s'] / 60:.1f} min")
     print(f"results: {rd / 'results.json'}, {rd / 'results.md'}" + (f", plot {rd / 'accuracy_vs_n.png'}" if plotted else ""))
     return res
