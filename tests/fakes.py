@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adaptivestep.backends.base import GenRequest, Generation, text_offsets
+from adaptivestep.backends.base import Generation, GenRequest, text_offsets
 from adaptivestep.sampling import draw, log_softmax, rng_for
 
 VOCAB = list("0123456789 +=\n") + ["<eos>"]

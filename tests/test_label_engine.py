@@ -103,7 +103,8 @@ def test_killed_and_resumed_equals_uninterrupted(inputs, tmp_path):
 
 
 def test_split_that_does_not_match_samples_is_reported(inputs, tmp_path):
-    from adaptivestep.jsonl import JsonlWriter, read_records as rr
+    from adaptivestep.jsonl import JsonlWriter
+    from adaptivestep.jsonl import read_records as rr
     from adaptivestep.records import StepSplit
 
     sp = next(iter(rr(inputs / "splits.jsonl", StepSplit)))

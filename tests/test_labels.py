@@ -1,7 +1,12 @@
 import pytest
 
-from adaptivestep.labels import (early_stop_waves, first_error_search, hard_label, run_first_error_search,
-                                 soft_label)
+from adaptivestep.labels import (
+    early_stop_waves,
+    first_error_search,
+    hard_label,
+    run_first_error_search,
+    soft_label,
+)
 
 
 def test_hard_and_soft():

@@ -153,7 +153,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 QUICK: dict[str, Any] = {
     "run_dir": "runs/quick",
-    "data.train_limit": 3, "data.eval_limit": 4,
+    "data.train_limit": 2, "data.eval_limit": 3,
     "sample.n": 2, "sample.max_tokens": 320,
     "label.rollouts": 2, "label.max_tokens": 256, "label.wave": 2,
     "eval.n": 4, "eval.max_tokens": 320, "eval.tvd_limit": 1, "eval.resamples": 50,

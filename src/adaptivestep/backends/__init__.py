@@ -9,7 +9,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, GenRequest, Generation, SamplingConfig
+from .base import Backend, Generation, GenRequest, SamplingConfig
 
 # name -> (module, class): chosen from this table, never by an if-chain on names
 BACKENDS: dict[str, tuple[str, str]] = {

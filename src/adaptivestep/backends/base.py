@@ -12,7 +12,6 @@ resumable labelling relies on.
 from __future__ import annotations
 
 import codecs
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable

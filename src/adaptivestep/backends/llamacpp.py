@@ -26,8 +26,10 @@ Two properties of the llama.cpp build this targets (0.3.36) shape the design; bo
 2. *Kernels change with the row count.* From 8 rows per ``llama_decode`` (4 with repacked weights) ggml
    switches matmul kernels whose rounding differs by up to ~0.1 nats. With ``exact=True`` (default) weight
    repacking is off and every call holds at most ``EXACT_ROWS`` tokens, so each logit is computed by the
-   same kernels whatever the batching: generated log-probs equal :meth:`score` bit for bit and a
-   continuation's tokens do not depend on what else runs. ``exact=False`` uses full batches (faster prompt
+   same kernels whatever the batching: generated log-probs equal :meth:`score` bit for bit. A continuation's
+   tokens still depend very slightly on which other sequences share its decode calls (measured: 2 of 24
+   rollouts diverged late after the batch composition changed), so a resumed job may draw a near-tie token
+   differently from an uninterrupted one. ``exact=False`` uses full batches (faster prompt
    evaluation and wide batches) at the cost of that invariance.
 
 Not thread-safe: one backend per thread/process.

@@ -36,9 +36,14 @@ GSM8K = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "gsm8k"
 
 
 def gsm8k_path() -> Path:
-    """GSM8K train file: $ADAPTIVESTEP_GSM8K, else ``<repo>/../shared/data/gsm8k/train.jsonl``."""
+    """GSM8K train file: $ADAPTIVESTEP_GSM8K, else ``<repo>/../shared/data/gsm8k/train.jsonl`` when present,
+    else the package's embedded subset (first 400 train questions, same format)."""
     env = os.environ.get("ADAPTIVESTEP_GSM8K")
-    return Path(env) if env else GSM8K.resolve()
+    if env:
+        return Path(env)
+    if GSM8K.resolve().is_file():
+        return GSM8K.resolve()
+    return Path(__file__).resolve().parents[1] / "data" / "gsm8k_train.jsonl"
 
 
 def gsm8k_steps(answer: str) -> list[str]:
