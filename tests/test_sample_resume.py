@@ -7,7 +7,7 @@ from fakes import FakeBackend  # noqa: E402
 from adaptivestep.backends.base import SamplingConfig  # noqa: E402
 from adaptivestep.jsonl import read_records  # noqa: E402
 from adaptivestep.records import Problem, Sample  # noqa: E402
-from adaptivestep.sample import sample_problems  # noqa: E402
+from adaptivestep.sample import problems_path_for, record_problems, sample_problems  # noqa: E402
 
 PROBS = [Problem(id=f"p{i}", question=f"question {i}", kind="math", answer="1") for i in range(3)]
 
@@ -43,3 +43,14 @@ def test_logprobs_match_teacher_forced_score(tmp_path):
     for s in read_records(path, Sample):
         assert b.score(s.prompt_ids, s.token_ids) == s.logprobs
         assert s.text == b.detokenize(s.token_ids)
+
+
+def test_record_problems_appends_only_new_ones(tmp_path):
+    samples = tmp_path / "run" / "samples.jsonl"
+    samples.parent.mkdir()
+    pfile = record_problems(PROBS[:2], samples)
+    assert pfile == problems_path_for(samples) == samples.with_name("problems.jsonl")
+    record_problems(PROBS, samples)  # a larger re-run adds p2 only
+    record_problems(PROBS[1:], samples)
+    assert [p.id for p in read_records(pfile, Problem)] == ["p0", "p1", "p2"]
+    assert list(read_records(pfile, Problem)) == PROBS

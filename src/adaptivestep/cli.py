@@ -16,6 +16,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__  # noqa: E402
 from .records import Problem  # noqa: E402
+from .sample import problems_path_for  # noqa: E402
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -88,26 +89,14 @@ def _load_problems(a: argparse.Namespace):  # noqa: ANN202
 # ---------------------------------------------------------------- verbs
 def cmd_sample(a: argparse.Namespace) -> int:
     from .backends.base import SamplingConfig
-    from .jsonl import JsonlWriter
-    from .records import Problem
-    from .sample import sample_problems
+    from .sample import record_problems, sample_problems
     from .tasks import render_prompt
 
     _positive("--n", a.n)
     cfg = SamplingConfig(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens, top_logprobs=a.top_logprobs)
     problems = _load_problems(a)
     out = Path(a.out)
-    # the problems used go beside the samples: later stages need their gold answers / tests
-    pfile = problems_path_for(out)
-    known = set()
-    if pfile.exists():
-        from .jsonl import read_records
-
-        known = {p.id for p in read_records(pfile, Problem, tolerate_torn_tail=True)}
-    with JsonlWriter(pfile) as w:
-        for p in problems:
-            if p.id not in known:
-                w.write(p)
+    record_problems(problems, out)  # later stages need their gold answers / tests
     backend = _open_backend(a)
     s = sample_problems(backend, problems, out, n=a.n, config=cfg, seed=a.seed,
                         render=lambda p: render_prompt(p, backend), batch_sequences=a.batch,
@@ -115,11 +104,6 @@ def cmd_sample(a: argparse.Namespace) -> int:
     print(f"{s.written} samples written to {out} ({s.already_done} already there, {s.empty} empty responses "
           f"skipped), {s.tokens} tokens in {s.wall_s:.1f}s = {s.tokens_per_s:.1f} tok/s")
     return 0
-
-
-def problems_path_for(samples_path: Path) -> Path:
-    """Where ``sample`` records the problems it sampled: ``problems.jsonl`` beside the samples file."""
-    return samples_path.with_name("problems.jsonl")
 
 
 def cmd_split(a: argparse.Namespace) -> int:

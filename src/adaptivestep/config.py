@@ -89,7 +89,7 @@ class EvalStage:
 
     n: int = 4
     max_tokens: int = 400
-    rules: list[str] = field(default_factory=lambda: ["majority", "prm-min", "prm-mean", "prm-last",
+    rules: list[str] = field(default_factory=lambda: ["majority", "prm-min", "prm-mean", "prm-last", "prm-prod",
                                                        "weighted-majority", "oracle"])
     tvd_threshold: float = 0.55
     tvd_k: int = 8

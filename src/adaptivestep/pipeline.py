@@ -55,10 +55,11 @@ def _problems(cfg: RunConfig, split: str, offset: int, limit: int | None) -> lis
 
 def _sample(backend: Backend, problems: list[Problem], out: Path, *, n: int, temperature: float,
             max_tokens: int, seed: int, batch: int) -> dict[str, Any]:
-    from .sample import sample_problems
+    from .sample import record_problems, sample_problems
     from .tasks import render_prompt
 
     t0 = time.perf_counter()
+    record_problems(problems, out)  # so the verbs (label, score, bon, ...) work on a run directory too
     s = sample_problems(backend, problems, out, n=n, seed=seed, batch_sequences=batch,
                         config=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
                         render=lambda p: render_prompt(p, backend))
@@ -273,8 +274,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     plotted = plot_curves(res, rd / "accuracy_vs_n.png")
     print()
     print(table)
-    auc = res["prm"].get("eval_auc", float("nan"))
-    auc_s = f"{auc:.3f}" if auc == auc else "n/a (the held-out steps carry one label only)"
+    auc = res["prm"].get("eval_auc")  # None / NaN (null once saved) when held-out steps have one label only
+    auc_s = f"{auc:.3f}" if auc is not None and auc == auc else "n/a (the held-out steps carry one label only)"
     tau_s = f"{tau:.4f}" if tau is not None else "n/a"
     print(f"\nPRM held-out step AUC {auc_s}; tau = {tau_s}; total {res['total_wall_s'] / 60:.1f} min")
     print(f"results: {rd / 'results.json'}, {rd / 'results.md'}" + (f", plot {rd / 'accuracy_vs_n.png'}" if plotted else ""))

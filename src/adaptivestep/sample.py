@@ -33,6 +33,24 @@ class SampleSummary:
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
 
 
+def problems_path_for(samples_path: str | Path) -> Path:
+    """Where the problems of a samples file live: ``problems.jsonl`` beside it (later stages need the gold
+    answers and tests)."""
+    return Path(samples_path).with_name("problems.jsonl")
+
+
+def record_problems(problems: Sequence[Problem], samples_path: str | Path) -> Path:
+    """Append the problems not yet in ``problems.jsonl`` beside ``samples_path``; returns that file."""
+    pfile = problems_path_for(samples_path)
+    known = {p.id for p in read_records(pfile, Problem, tolerate_torn_tail=True)} if pfile.exists() else set()
+    with JsonlWriter(pfile) as w:
+        for p in problems:
+            if p.id not in known:
+                w.write(p)
+                known.add(p.id)
+    return pfile
+
+
 def existing_indices(out_path: str | Path) -> dict[str, set[int]]:
     """Sample indices already written, per problem id (a torn last line from a kill is ignored)."""
     have: dict[str, set[int]] = defaultdict(set)

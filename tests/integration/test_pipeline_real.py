@@ -80,3 +80,18 @@ def test_main_job_quick(tmp_path: Path) -> None:
     assert all(res["curves"][r][-1]["mean"] <= oracle + 1e-9 for r in res["curves"])  # nothing beats pass@N
     assert (rd / "results.md").read_text().startswith("| method |")
     assert "| greedy |" in r.stdout
+    # the same command again resumes: nothing regenerated, the same results
+    again = _cli("run", "--quick", "--run-dir", str(rd), env=dict(os.environ), timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "PRM already trained" in again.stdout
+    res2 = json.loads((rd / "results.json").read_text())
+    assert res2["curves"] == res["curves"] and res2["greedy"] == res["greedy"]
+    # and the verbs read the run folder: bon on its files gives the pipeline's full-pool accuracies
+    assert (rd / "eval" / "problems.jsonl").exists() and (rd / "train" / "problems.jsonl").exists()
+    bon = _cli("bon", str(rd / "eval" / "candidates.jsonl"), str(rd / "eval" / "scores.jsonl"),
+               "--rules", "majority", "prm-min", "oracle", env=dict(os.environ), timeout=300)
+    assert bon.returncode == 0, bon.stderr[-3000:]
+    full = json.loads(bon.stdout.strip().splitlines()[-1])
+    n = str(res["pool_size"])
+    for rule in ("majority", "prm-min", "oracle"):
+        assert abs(full[rule][n] - res["curves"][rule][-1]["mean"]) < 1e-9

@@ -21,6 +21,55 @@ from pathlib import Path
 from typing import Any
 
 
+def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | None, pool: list[Any],
+                  scores: dict[tuple[str, int], list[float]], budget: int, extra_path: Path
+                  ) -> tuple[list[tuple[Any, list[float] | None]], int]:
+    """Best-of-N candidates of ``problem`` (with their step scores) in index order until their generated
+    tokens reach ``budget``. When the evaluation pool is too small, more candidates are drawn with the pool's
+    own seed and settings (so indices 0..n-1 are the pool's) into ``extra_path`` and scored by the PRM."""
+    from ..backends.base import SamplingConfig
+    from ..jsonl import JsonlWriter, read_records
+    from ..records import Sample
+    from ..sample import existing_indices, sample_problems
+    from ..split import SplitParams, split_samples, step_texts
+    from ..tasks import render_prompt
+
+    def take(cands: list[Any]) -> tuple[list[Any], int]:
+        used, out = 0, []
+        for s in sorted(cands, key=lambda s: s.sample_index):
+            if used >= budget and out:
+                break
+            out.append(s)
+            used += len(s.token_ids)
+        return out, used
+
+    chosen, used = take(pool)
+    if used < budget and pool:
+        have = existing_indices(extra_path).get(problem.id, set())
+        with JsonlWriter(extra_path) as w:  # the pool's own samples first: same indices, same tokens
+            w.write_all([s for s in pool if s.sample_index not in have])
+        mine = [s for s in read_records(extra_path, Sample, tolerate_torn_tail=True) if s.problem_id == problem.id]
+        chosen, used = take(mine)  # a resumed run may have drawn extras already
+        n = 1 + max(s.sample_index for s in mine)
+        for _ in range(8):  # bounded: an empty response is never written, so it could be asked for again
+            if used >= budget:
+                break
+            mean_len = max(1.0, used / max(1, len(chosen)))
+            n += max(1, -(-int(budget - used) // int(mean_len)))
+            sample_problems(backend, [problem], extra_path, n=n, seed=cfg.seed + 1,
+                            config=SamplingConfig(temperature=1.0, max_tokens=cfg.eval.max_tokens),
+                            render=lambda q: render_prompt(q, backend), batch_sequences=cfg.sample.batch,
+                            progress=False)
+            chosen, used = take([s for s in read_records(extra_path, Sample, tolerate_torn_tail=True)
+                                 if s.problem_id == problem.id])
+    extra = [s for s in chosen if s.key not in scores]
+    if extra:
+        splits = split_samples(extra, cfg.split.method, SplitParams(break_rate=cfg.split.break_rate, tau=tau))
+        got = prm.score_batch([(problem.question, step_texts(s, sp)) for s, sp in zip(extra, splits)])
+        scores = {**scores, **{s.key: sc for s, sc in zip(extra, got)}}
+    return [(s, scores.get(s.key)) for s in chosen], used
+
+
 def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
     from ..checkers import get_checker
     from ..jsonl import JsonlWriter, iter_json, read_records
@@ -55,16 +104,11 @@ def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             beam = beam_search(backend, prm, p.question, ids, bcfg)
             t_beam = time.perf_counter() - t0
-            cands = sorted(pool.get(p.id, []), key=lambda s: s.sample_index)
-            used, budget_cands = 0, []
-            for s in cands:
-                if used >= beam.n_generated and budget_cands:
-                    break
-                budget_cands.append(s)
-                used += len(s.token_ids)
-            sel = select([Candidate(s.sample_index, extract_final_answer(s.text), scores.get(s.key)) for s in
-                          budget_cands], "prm-min")
-            chosen = next(s for s in budget_cands if s.sample_index == sel.chosen)
+            budget_cands, used = _equal_budget(cfg, backend, prm, p, tau, pool.get(p.id, []), scores,
+                                               beam.n_generated, d / "budget_pool.jsonl")
+            sel = select([Candidate(s.sample_index, extract_final_answer(s.text), sc) for s, sc in budget_cands],
+                         "prm-min")
+            chosen = next(s for s, _ in budget_cands if s.sample_index == sel.chosen)
             t0 = time.perf_counter()
             er = best_of_n_early_reject(backend, prm, p.question, ids, ecfg)
             t_er = time.perf_counter() - t0
@@ -130,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     flat = {
         "task": cfg.data.task, "questions": res["n_questions"], "pool_size": n,
         "greedy_accuracy": res["greedy"]["mean"], "tvd_accuracy": res["tvd"]["mean"],
-        "tvd_vs_greedy_ratio": res["tvd"]["mean"] / max(1e-9, res["tvd"]["greedy_same_questions"]["mean"]),
+        # None when greedy solved none of the TVD questions (no ratio to speak of)
+        "tvd_vs_greedy_ratio": (res["tvd"]["mean"] / g if (g := res["tvd"]["greedy_same_questions"]["mean"]) > 0
+                                else None),
         **{f"{rule}_at_{n}_accuracy": next((p["mean"] for p in pts if p["n"] == n), None)
            for rule, pts in res["curves"].items()},
         **cmp, "total_wall_s": res["total_wall_s"],
