@@ -222,3 +222,11 @@ def test_config_validation() -> None:
         TVDConfig(k=0)
     with pytest.raises(ValueError, match="aggregate"):
         TVDConfig(aggregate="max")
+
+
+def test_paper_thresholds_by_task_kind():
+    from adaptivestep.search.tvd import paper_threshold
+
+    assert paper_threshold("math") == 0.55 and paper_threshold("code") == 0.28
+    with pytest.raises(ValueError, match="task kind"):
+        paper_threshold("poetry")

@@ -343,11 +343,12 @@ def cmd_bon(a: argparse.Namespace) -> int:
 def cmd_tvd(a: argparse.Namespace) -> int:
     from .checkers import get_checker
     from .jsonl import JsonlWriter, iter_json
-    from .search.tvd import TVDConfig, tvd_decode
+    from .search.tvd import TVDConfig, paper_threshold, tvd_decode
     from .tasks import render_prompt
 
-    cfg = TVDConfig(threshold=a.threshold, k=a.k, max_tokens=a.max_tokens, aggregate=a.aggregate)
     problems = _load_problems(a)
+    cfgs = {kind: TVDConfig(threshold=paper_threshold(kind) if a.threshold is None else a.threshold, k=a.k,
+                            max_tokens=a.max_tokens, aggregate=a.aggregate) for kind in {p.kind for p in problems}}
     out = Path(a.out)
     done = {o["problem_id"] for _, o in iter_json(out, tolerate_torn_tail=True)} if out.exists() else set()
     backend = _open_backend(a)
@@ -357,7 +358,7 @@ def cmd_tvd(a: argparse.Namespace) -> int:
         for p in problems:
             if p.id in done:
                 continue
-            r = tvd_decode(backend, scorer, p.question, backend.tokenize(render_prompt(p, backend)), cfg)
+            r = tvd_decode(backend, scorer, p.question, backend.tokenize(render_prompt(p, backend)), cfgs[p.kind])
             ok = bool(get_checker(p.kind).check(p, r.text).correct)
             n_ok, n = n_ok + ok, n + 1
             w.write({"problem_id": p.id, "text": r.text, "token_ids": r.token_ids, "boundaries": r.boundaries,
@@ -538,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--prm", required=True, help="PRM directory")
     tv.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
     tv.add_argument("--out", required=True, help="JSONL of decoded responses (resumable)")
-    tv.add_argument("--threshold", type=float, default=0.55,
-                    help="consult the PRM when the top token's probability is below this (paper: 0.55 math, 0.28 code)")
+    tv.add_argument("--threshold", type=float, default=None,
+                    help="consult the PRM when the top token's probability is below this "
+                         "(default: the paper's, 0.55 for math and 0.28 for code)")
     tv.add_argument("--k", type=int, default=8, help="candidate tokens scored at each consultation")
     tv.add_argument("--max-tokens", type=int, default=512, help="most tokens per response")
     tv.add_argument("--aggregate", default="last", choices=["last", "min", "mean", "prod"],

@@ -84,14 +84,14 @@ class PRMStage:
 @dataclass
 class EvalStage:
     """n: candidates per eval question (the Best-of-N pool). rules: selection rules compared.
-    tvd_threshold / tvd_k: TVD settings (paper: 0.55 math, k = 8). tvd_limit: eval questions decoded with
-    TVD (None = all). resamples: random subsets per N for accuracy-vs-N."""
+    tvd_threshold / tvd_k: TVD settings (None = the paper's threshold: 0.55 math, 0.28 code; k = 8).
+    tvd_limit: eval questions decoded with TVD (None = all). resamples: random subsets per N for accuracy-vs-N."""
 
     n: int = 4
     max_tokens: int = 400
     rules: list[str] = field(default_factory=lambda: ["majority", "prm-min", "prm-mean", "prm-last", "prm-prod",
                                                        "weighted-majority", "oracle"])
-    tvd_threshold: float = 0.55
+    tvd_threshold: float | None = None
     tvd_k: int = 8
     tvd_limit: int | None = 2
     resamples: int = 200

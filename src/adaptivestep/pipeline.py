@@ -53,6 +53,14 @@ def _problems(cfg: RunConfig, split: str, offset: int, limit: int | None) -> lis
     return load_tasks(cfg.data.task, split=split, data_dir=cfg.data.data_dir, limit=limit, offset=offset)
 
 
+def _task_kind(problems: list[Problem]) -> str:
+    """The problems' one task kind (``math`` / ``code``): it picks the checker and the TVD threshold."""
+    kinds = {p.kind for p in problems}
+    if len(kinds) > 1:
+        raise ValueError(f"the pipeline runs one task kind at a time, got {sorted(kinds)}")
+    return kinds.pop() if kinds else "math"
+
+
 def _sample(backend: Backend, problems: list[Problem], out: Path, *, n: int, temperature: float,
             max_tokens: int, seed: int, batch: int) -> dict[str, Any]:
     from .sample import record_problems, sample_problems
@@ -95,7 +103,7 @@ def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float 
     lcfg = LabelConfig(rollouts=lc.rollouts, max_tokens=lc.max_tokens, label_type=lc.label_type, seed=cfg.seed,
                        early_stop=lc.early_stop, wave=lc.wave, first_error_search=lc.first_error_search,
                        concurrent_samples=lc.concurrent_samples)
-    checker = get_checker("math" if cfg.data.task in ("gsm8k", "math500") else "code")
+    checker = get_checker(_task_kind(problems))
     _say(f"3/5 labelling every step with {lc.rollouts} rollouts (savers: {lcfg.savers})")
     t0 = time.perf_counter()
     summary = label_files(backend, lambda p, t: checker.check(p, t).correct, {p.id: p for p in problems},
@@ -127,14 +135,14 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     from .prm.model import PRM
     from .search.bon import Candidate
     from .search.estimate import bootstrap_ci, subsample_curve
-    from .search.tvd import TVDConfig, tvd_decode
+    from .search.tvd import TVDConfig, paper_threshold, tvd_decode
     from .tasks import extract_final_answer, render_prompt
 
     problems = _problems(cfg, cfg.data.eval_split, cfg.data.eval_offset, cfg.data.eval_limit)
     by_id = {p.id: p for p in problems}
     d = rd / "eval"
     ev = cfg.eval
-    checker = get_checker("math" if cfg.data.task in ("gsm8k", "math500") else "code")
+    checker = get_checker(_task_kind(problems))
     _say(f"5/5 evaluating on {len(problems)} held-apart questions: greedy, {ev.n} candidates each, TVD")
     figs: dict[str, Any] = {}
     figs["greedy_gen"] = _sample(backend, problems, d / "greedy.jsonl", n=1, temperature=0.0,
@@ -172,7 +180,8 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
 
         done = {o["problem_id"]: o for _, o in iter_json(tvd_path, tolerate_torn_tail=True)}
     t0 = time.perf_counter()
-    tcfg = TVDConfig(threshold=ev.tvd_threshold, k=ev.tvd_k, max_tokens=ev.max_tokens)
+    tcfg = TVDConfig(threshold=paper_threshold(_task_kind(problems)) if ev.tvd_threshold is None else ev.tvd_threshold,
+                     k=ev.tvd_k, max_tokens=ev.max_tokens)
     from tqdm import tqdm
 
     with JsonlWriter(tvd_path) as w:

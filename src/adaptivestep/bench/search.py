@@ -73,7 +73,7 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
 def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
     from ..checkers import get_checker
     from ..jsonl import JsonlWriter, iter_json, read_records
-    from ..pipeline import _open_policy, _problems
+    from ..pipeline import _open_policy, _problems, _task_kind
     from ..prm.model import PRM
     from ..records import Sample, StepScores
     from ..search.beam import BeamConfig, beam_search
@@ -89,7 +89,7 @@ def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
     for s in read_records(d / "candidates.jsonl", Sample):
         pool.setdefault(s.problem_id, []).append(s)
     scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(d / "scores.jsonl", StepScores)}
-    checker = get_checker("math" if cfg.data.task in ("gsm8k", "math500") else "code")
+    checker = get_checker(_task_kind(probs))
     backend = _open_policy(cfg)
     prm = PRM.load(rd / "prm")
     out = d / "search_compare.jsonl"

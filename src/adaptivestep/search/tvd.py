@@ -38,6 +38,15 @@ from ..scoring import StepScorer
 from .aggregate import AGGREGATORS, aggregate
 from .beam import check_scores, steps_of
 
+PAPER_THRESHOLDS: dict[str, float] = {"math": 0.55, "code": 0.28}
+
+
+def paper_threshold(kind: str) -> float:
+    """The paper's TVD confidence threshold for a task kind (``math`` 0.55, ``code`` 0.28)."""
+    if kind not in PAPER_THRESHOLDS:
+        raise ValueError(f"no TVD threshold for task kind {kind!r} (known: {', '.join(PAPER_THRESHOLDS)})")
+    return PAPER_THRESHOLDS[kind]
+
 
 @dataclass(frozen=True)
 class TVDConfig:
