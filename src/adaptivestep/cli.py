@@ -293,11 +293,11 @@ def cmd_prm_eval(a: argparse.Namespace) -> int:
 
 def cmd_bon(a: argparse.Namespace) -> int:
     from .checkers import get_checker
+    from .checkers.math_check import answer_key
     from .jsonl import read_records
     from .records import Problem, Sample, StepScores
     from .search.bon import Candidate, select
     from .search.estimate import format_curve, subsample_curve
-    from .tasks import extract_final_answer
 
     pfile = Path(a.problems) if a.problems else problems_path_for(Path(a.samples))
     problems = {p.id: p for p in read_records(pfile, Problem)}
@@ -313,7 +313,7 @@ def cmd_bon(a: argparse.Namespace) -> int:
         sc = scores.get(s.key)
         unscored += sc is None
         pools.setdefault(s.problem_id, []).append(
-            Candidate(s.sample_index, extract_final_answer(s.text), sc, ch.check(p, s.text).correct))  # type: ignore[attr-defined]
+            Candidate(s.sample_index, answer_key(s.text), sc, ch.check(p, s.text).correct))  # type: ignore[attr-defined]
     if unscored:
         print(f"note: {unscored} candidate(s) have no score; PRM rules skip them (they keep their index)")
     sizes = sorted({len(v) for v in pools.values()})

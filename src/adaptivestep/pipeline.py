@@ -132,11 +132,12 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
 def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) -> dict[str, Any]:
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
     from .checkers import get_checker
+    from .checkers.math_check import answer_key
     from .prm.model import PRM
     from .search.bon import Candidate
     from .search.estimate import bootstrap_ci, subsample_curve
     from .search.tvd import TVDConfig, paper_threshold, tvd_decode
-    from .tasks import extract_final_answer, render_prompt
+    from .tasks import render_prompt
 
     problems = _problems(cfg, cfg.data.eval_split, cfg.data.eval_offset, cfg.data.eval_limit)
     by_id = {p.id: p for p in problems}
@@ -167,7 +168,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     pools: dict[str, list[Candidate]] = {p.id: [] for p in problems}
     for s, sc in zip(cands, scores):
         ok = checker.check(by_id[s.problem_id], s.text).correct
-        pools[s.problem_id].append(Candidate(s.sample_index, extract_final_answer(s.text), sc, ok))
+        pools[s.problem_id].append(Candidate(s.sample_index, answer_key(s.text), sc, ok))
     pool_list = [v for v in pools.values() if len(v) == ev.n]
     curves = {rule: subsample_curve(pool_list, rule, resamples=ev.resamples, seed=cfg.seed) for rule in ev.rules}
 

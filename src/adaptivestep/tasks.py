@@ -108,14 +108,6 @@ def _unique(items: list[tuple[str, Problem]]) -> list[Problem]:
 # Answers
 
 
-_NUMBER = re.compile(
-    r"(?<![\w.])"  # not the tail of a word, of another number or of a decimal ("3-5" is 3 and 5, not -5)
-    r"(-)?(?:\\?\$\s?)?"  # optional sign glued to the number, optional (LaTeX-escaped) dollar sign
-    r"(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?"  # 1,234 | 1234, optional decimals
-    r"(?![\d,]*\d)"
-)
-
-
 def normalize_number(s: str) -> str:
     """Canonical text of a number: commas, ``$`` and trailing decimal zeros dropped.
 
@@ -153,74 +145,6 @@ def gsm8k_gold(answer_text: str) -> str:
     if "####" not in answer_text:
         raise ValueError("answer has no '#### <number>' line")
     return normalize_number(answer_text.rsplit("####", 1)[1])
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced.
-
-    A box left unclosed (truncated output) is skipped. ``\\boxed 5`` (no braces) gives ``5``.
-
-    >>> extract_boxed(r"so $x = \\boxed{\\frac{1}{2}}$, or \\boxed{3}")
-    '3'
-    >>> extract_boxed(r"\\boxed{\\text{(A)}} then \\boxed{4")
-    '\\\\text{(A)}'
-    >>> extract_boxed("no box") is None
-    True
-    """
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)", text)]
-    for s in reversed(starts):
-        j = s
-        while j < len(text) and text[j] == " ":
-            j += 1
-        if j < len(text) and text[j] == "{":
-            depth = 0
-            for k in range(j, len(text)):
-                c = text[k]
-                if c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        inner = text[j + 1 : k].strip()
-                        if inner:
-                            return inner
-                        break
-        elif j > s:  # "\boxed 5": one token up to whitespace or '$'
-            m = re.match(r"[^\s$]+", text[j:])
-            if m:
-                return m.group(0)
-    return None
-
-
-def extract_last_number(text: str) -> str | None:
-    """The last number in ``text``, normalised (see :func:`normalize_number`); None when there is none.
-
-    >>> extract_last_number("She pays $1,234.50, gets 3 back, so -5.00 is left.")
-    '-5'
-    >>> extract_last_number("pages 3-5")
-    '5'
-    >>> extract_last_number("10 - 5 = 5, so the answer is 1,200.")
-    '1200'
-    """
-    last = None
-    for m in _NUMBER.finditer(text):
-        last = m
-    if last is None:
-        return None
-    sign, whole, frac = last.group(1) or "", last.group(2), last.group(3) or ""
-    return normalize_number(sign + whole + frac)
-
-
-def extract_final_answer(text: str) -> str | None:
-    """The model's final answer: the last ``\\boxed{}`` content (raw), else the last number (normalised).
-
-    >>> extract_final_answer(r"... = \\boxed{1,234}")
-    '1,234'
-    >>> extract_final_answer("So she earns $18.00 a day.")
-    '18'
-    """
-    boxed = extract_boxed(text)
-    return boxed if boxed is not None else extract_last_number(text)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -599,9 +523,6 @@ __all__ = [
     "TaskSource",
     "build_test_program",
     "build_user_message",
-    "extract_boxed",
-    "extract_final_answer",
-    "extract_last_number",
     "gsm8k_gold",
     "iter_json_any",
     "load_gsm8k",

@@ -30,6 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from decimal import Decimal
 from fractions import Fraction
 from typing import cast
 
@@ -108,6 +109,33 @@ def extract_answer(text: str) -> str | None:
         return boxed
     opened = list(_BOXED.finditer(text))  # a box left open (truncated output): its content is no answer
     return last_number(text[: opened[-1].start()] if opened else text)
+
+
+def answer_key(text: str) -> str | None:
+    r"""What majority votes count: :func:`extract_answer` in a canonical form, so that answers the checker
+    would judge equal as plain numbers vote together (``$18.00`` and ``18`` -> ``18``, ``\frac{3}{4}`` ->
+    ``0.75``); any other answer is its text with whitespace collapsed. ``None`` when there is no answer.
+
+    >>> answer_key(r"so \boxed{\frac{3}{4}}"), answer_key("She earns $1,800.00."), answer_key(r"\boxed{2  \pi}")
+    ('0.75', '1800', '2 \\pi')
+    >>> answer_key(r"1/3 of it: \boxed{1/3}"), answer_key("no answer here") is None
+    ('1/3', True)
+    """
+    a = extract_answer(text)
+    if a is None:
+        return None
+    n = parse_number(a)
+    if n is None:
+        return " ".join(a.split())
+    if n.denominator == 1:
+        return str(n.numerator)
+    d = n.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    if d != 1:  # no terminating decimal
+        return f"{n.numerator}/{n.denominator}"
+    return format(Decimal(n.numerator) / Decimal(n.denominator), "f").rstrip("0").rstrip(".")
 
 
 def gold_answer(problem: Problem) -> str:
