@@ -407,3 +407,16 @@ def test_problems_from_the_tasks_module_pass() -> None:
     jobs = [(p, p.meta["canonical_solution"]) for p in he] + [(p, p.meta["reference_code"]) for p in he + lc]
     verdicts = _check_all(checker, jobs)
     assert [(p.id, v.reason) for (p, _), v in zip(jobs, verdicts) if not v.correct] == []
+
+
+def test_vote_key_groups_equal_answers_and_equal_programs():
+    from adaptivestep.checkers import vote_key
+
+    assert vote_key("math", r"so \boxed{18.00}") == vote_key("math", "She earns $18.") == "18"
+    assert vote_key("math", "no digits") is None
+    a = "Here:\n```python\ndef f(x):\n    return x + 1\n```\nDone."
+    b = "```python\n\ndef f(x):   \n    return x + 1\n\n```"
+    assert vote_key("code", a) == vote_key("code", b) == "def f(x):\n    return x + 1"
+    assert vote_key("code", a) != vote_key("code", a.replace("+ 1", "+ 2"))
+    with pytest.raises(ValueError, match="task kind"):
+        vote_key("poetry", a)

@@ -292,8 +292,7 @@ def cmd_prm_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_bon(a: argparse.Namespace) -> int:
-    from .checkers import get_checker
-    from .checkers.math_check import answer_key
+    from .checkers import get_checker, vote_key
     from .jsonl import read_records
     from .records import Problem, Sample, StepScores
     from .search.bon import Candidate, select
@@ -313,7 +312,7 @@ def cmd_bon(a: argparse.Namespace) -> int:
         sc = scores.get(s.key)
         unscored += sc is None
         pools.setdefault(s.problem_id, []).append(
-            Candidate(s.sample_index, answer_key(s.text), sc, ch.check(p, s.text).correct))  # type: ignore[attr-defined]
+            Candidate(s.sample_index, vote_key(p.kind, s.text), sc, ch.check(p, s.text).correct))  # type: ignore[attr-defined]
     if unscored:
         print(f"note: {unscored} candidate(s) have no score; PRM rules skip them (they keep their index)")
     sizes = sorted({len(v) for v in pools.values()})

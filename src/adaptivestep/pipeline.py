@@ -131,8 +131,7 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
 
 def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) -> dict[str, Any]:
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
-    from .checkers import get_checker
-    from .checkers.math_check import answer_key
+    from .checkers import get_checker, vote_key
     from .prm.model import PRM
     from .search.bon import Candidate
     from .search.estimate import bootstrap_ci, subsample_curve
@@ -168,7 +167,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     pools: dict[str, list[Candidate]] = {p.id: [] for p in problems}
     for s, sc in zip(cands, scores):
         ok = checker.check(by_id[s.problem_id], s.text).correct
-        pools[s.problem_id].append(Candidate(s.sample_index, answer_key(s.text), sc, ok))
+        pools[s.problem_id].append(Candidate(s.sample_index, vote_key(_task_kind(problems), s.text), sc, ok))
     pool_list = [v for v in pools.values() if len(v) == ev.n]
     curves = {rule: subsample_curve(pool_list, rule, resamples=ev.resamples, seed=cfg.seed) for rule in ev.rules}
 

@@ -71,8 +71,7 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
 
 
 def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
-    from ..checkers import get_checker
-    from ..checkers.math_check import answer_key
+    from ..checkers import get_checker, vote_key
     from ..jsonl import JsonlWriter, iter_json, read_records
     from ..pipeline import _open_policy, _problems, _task_kind
     from ..prm.model import PRM
@@ -107,7 +106,7 @@ def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
             t_beam = time.perf_counter() - t0
             budget_cands, used = _equal_budget(cfg, backend, prm, p, tau, pool.get(p.id, []), scores,
                                                beam.n_generated, d / "budget_pool.jsonl")
-            sel = select([Candidate(s.sample_index, answer_key(s.text), sc) for s, sc in budget_cands],
+            sel = select([Candidate(s.sample_index, vote_key(p.kind, s.text), sc) for s, sc in budget_cands],
                          "prm-min")
             chosen = next(s for s, _ in budget_cands if s.sample_index == sel.chosen)
             t0 = time.perf_counter()

@@ -50,8 +50,8 @@ class Checker(Protocol):
 
 
 # Imported after Verdict / Checker exist: the checker modules import them from this package.
-from .code_check import CodeChecker
-from .math_check import MathChecker
+from .code_check import CodeChecker, extract_code
+from .math_check import MathChecker, answer_key
 
 CHECKERS: dict[str, type[Any]] = {"math": MathChecker, "code": CodeChecker}
 
@@ -73,4 +73,22 @@ def get_checker(kind: str, **opts: Any) -> Checker:
         raise ValueError(f"checker {kind!r}: bad option(s) {sorted(opts)}: {e}") from None
 
 
-__all__ = ["CHECKERS", "Checker", "CodeChecker", "MathChecker", "Verdict", "get_checker"]
+def vote_key(kind: str, text: str) -> str | None:
+    """What a majority vote counts for a response of task ``kind``; ``None`` when it gives no answer.
+
+    math: the final answer as the math checker extracts it, numbers in one canonical form
+    (:func:`.math_check.answer_key`). code: the extracted program (:func:`.code_check.extract_code`) without
+    blank lines or trailing spaces, so identical programs vote together.
+
+    >>> vote_key("math", "so the total is $1,200.00"), vote_key("code", "```python\\nx = 1   \\n\\n```")
+    ('1200', 'x = 1')
+    """
+    if kind == "math":
+        return answer_key(text)
+    if kind == "code":
+        lines = [line.rstrip() for line in extract_code(text).splitlines() if line.strip()]
+        return "\n".join(lines) or None
+    raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(CHECKERS)}")
+
+
+__all__ = ["CHECKERS", "Checker", "CodeChecker", "MathChecker", "Verdict", "get_checker", "vote_key"]
