@@ -109,6 +109,25 @@ def _run(relative: float, absolute: float = 0.0, min_keep: int = 2, n: int = 8):
     return best_of_n_early_reject(be, sc, "q", PROMPT, cfg), sc
 
 
+def test_early_rejection_cost_counts_eos_draws_like_the_plain_estimate() -> None:
+    class KeepsEos(ScriptedBackend):  # like llama.cpp: the EOS draw stays in token_ids
+        def generate(self, requests):  # type: ignore[no-untyped-def]
+            out = super().generate(requests)
+            for gens in out:
+                for g in gens:
+                    if g.finish_reason == "stop":
+                        g.token_ids.append(self.eos_id)
+                        g.logprobs.append(0.0)
+            return out
+
+    be, sc = KeepsEos(by_position(STEPPY)), ScriptedScorer(bad_if_x)
+    cfg = EarlyRejectConfig(n=3, chunk=2, max_tokens=64, tau=0.5, relative=0.0, seed=1)
+    res = best_of_n_early_reject(be, sc, "q", PROMPT, cfg)
+    assert all(c.finished and c.finish_reason == "stop" for c in res.candidates)  # every one ended by EOS
+    assert res.tokens_generated == sum(len(c.token_ids) + 1 for c in res.candidates)
+    assert res.tokens_plain_estimate == res.tokens_generated and res.tokens_saved_estimate == 0
+
+
 def test_early_rejection_saves_tokens_and_loses_nothing() -> None:
     plain, _ = _run(relative=0.0)
     res, sc = _run(relative=0.5)

@@ -92,6 +92,7 @@ class ERCandidate:
     score: float = -math.inf
     text: str = ""
     dirty: bool = False  # tokens changed since the last scoring
+    n_drawn: int = 0  # tokens sampled for it, EOS draws included (its generation cost)
 
     @property
     def alive(self) -> bool:
@@ -103,7 +104,8 @@ class EarlyRejectResult:
     """Outcome. candidates: all ``n``, by index. chosen: index of the best survivor; selection: how it was
     chosen. tokens_generated: tokens actually generated. tokens_plain_estimate: what plain Best-of-N would
     have generated (survivors exactly; a rejected candidate counts as max(its tokens, the mean length of the
-    finished survivors), ``max_tokens`` if none finished). tokens_saved_estimate: the difference.
+    finished survivors), ``max_tokens`` if none finished); both count EOS draws. tokens_saved_estimate: the
+    difference.
     n_checkpoints, n_prm_calls, n_prm_items: PRM cost. prompt_tokens_evaluated: backend-reported prompt work.
     """
 
@@ -163,6 +165,7 @@ def best_of_n_early_reject(backend: Backend, scorer: StepScorer, question: str, 
             raise ValueError("best_of_n_early_reject: backend.generate returned the wrong number of generations")
         for c, (g,) in zip(running, gens):
             res.tokens_generated += len(g.token_ids)
+            c.n_drawn += len(g.token_ids)
             res.prompt_tokens_evaluated += g.prompt_tokens_evaluated
             toks, lps = _strip_eos(backend, list(g.token_ids), list(g.logprobs))
             c.token_ids += toks
@@ -179,12 +182,11 @@ def best_of_n_early_reject(backend: Backend, scorer: StepScorer, question: str, 
     survivors = [c for c in cands if c.alive]
     res.selection = select([Candidate(c.index, None, c.step_scores) for c in survivors], f"prm-{config.aggregate}")
     res.chosen = res.selection.chosen
-    done = [len(c.token_ids) for c in survivors if c.finished]
+    # counted like tokens_generated (EOS draws included), so that with nothing rejected the two are equal
+    done = [c.n_drawn for c in survivors if c.finished]
     mean_len = sum(done) / len(done) if done else config.max_tokens
-    res.tokens_plain_estimate = sum(
-        len(c.token_ids) if c.alive else max(len(c.token_ids), round(mean_len)) for c in cands
-    )
-    res.tokens_saved_estimate = res.tokens_plain_estimate - sum(len(c.token_ids) for c in cands)
+    res.tokens_plain_estimate = sum(c.n_drawn if c.alive else max(c.n_drawn, round(mean_len)) for c in cands)
+    res.tokens_saved_estimate = res.tokens_plain_estimate - res.tokens_generated
     return res
 
 
