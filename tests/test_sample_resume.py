@@ -6,8 +6,8 @@ from fakes import FakeBackend  # noqa: E402
 
 from adaptivestep.backends.base import SamplingConfig  # noqa: E402
 from adaptivestep.jsonl import read_records  # noqa: E402
-from adaptivestep.records import Problem, Sample  # noqa: E402
-from adaptivestep.sample import problems_path_for, record_problems, sample_problems  # noqa: E402
+from adaptivestep.records import Problem, Sample, problems_path_for  # noqa: E402
+from adaptivestep.sample import record_problems, sample_problems  # noqa: E402
 
 PROBS = [Problem(id=f"p{i}", question=f"question {i}", kind="math", answer="1") for i in range(3)]
 

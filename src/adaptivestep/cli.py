@@ -15,8 +15,7 @@ from pathlib import Path
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__  # noqa: E402
-from .records import Problem  # noqa: E402
-from .sample import problems_path_for  # noqa: E402
+from .records import Problem, problems_path_for  # noqa: E402
 
 Handler = Callable[[argparse.Namespace], int]
 

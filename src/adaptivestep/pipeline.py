@@ -142,7 +142,8 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     by_id = {p.id: p for p in problems}
     d = rd / "eval"
     ev = cfg.eval
-    checker = get_checker(_task_kind(problems))
+    kind = _task_kind(problems)
+    checker = get_checker(kind)
     _say(f"5/5 evaluating on {len(problems)} held-apart questions: greedy, {ev.n} candidates each, TVD")
     figs: dict[str, Any] = {}
     figs["greedy_gen"] = _sample(backend, problems, d / "greedy.jsonl", n=1, temperature=0.0,
@@ -167,7 +168,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     pools: dict[str, list[Candidate]] = {p.id: [] for p in problems}
     for s, sc in zip(cands, scores):
         ok = checker.check(by_id[s.problem_id], s.text).correct
-        pools[s.problem_id].append(Candidate(s.sample_index, vote_key(_task_kind(problems), s.text), sc, ok))
+        pools[s.problem_id].append(Candidate(s.sample_index, vote_key(kind, s.text), sc, ok))
     pool_list = [v for v in pools.values() if len(v) == ev.n]
     curves = {rule: subsample_curve(pool_list, rule, resamples=ev.resamples, seed=cfg.seed) for rule in ev.rules}
 
@@ -180,7 +181,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
 
         done = {o["problem_id"]: o for _, o in iter_json(tvd_path, tolerate_torn_tail=True)}
     t0 = time.perf_counter()
-    tcfg = TVDConfig(threshold=paper_threshold(_task_kind(problems)) if ev.tvd_threshold is None else ev.tvd_threshold,
+    tcfg = TVDConfig(threshold=paper_threshold(kind) if ev.tvd_threshold is None else ev.tvd_threshold,
                      k=ev.tvd_k, max_tokens=ev.max_tokens)
     from tqdm import tqdm
 

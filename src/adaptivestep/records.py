@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 TaskKind = Literal["math", "code"]
@@ -78,6 +79,12 @@ class Problem(_Record):
             raise RecordError(f"problem {self.id!r}: unknown task kind {self.kind!r} (expected one of {TASK_KINDS})")
         if not isinstance(self.question, str) or not self.question.strip():
             raise RecordError(f"problem {self.id!r}: empty question")
+
+
+def problems_path_for(samples_path: str | Path) -> Path:
+    """Where the problems of a samples file live: ``problems.jsonl`` beside it (later stages need the gold
+    answers and tests)."""
+    return Path(samples_path).with_name("problems.jsonl")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .backends.base import Backend, GenRequest, SamplingConfig
 from .jsonl import JsonlWriter, read_records
-from .records import Problem, Sample
+from .records import Problem, Sample, problems_path_for
 from .worklog import stable_seed
 
 
@@ -31,12 +31,6 @@ class SampleSummary:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
-
-
-def problems_path_for(samples_path: str | Path) -> Path:
-    """Where the problems of a samples file live: ``problems.jsonl`` beside it (later stages need the gold
-    answers and tests)."""
-    return Path(samples_path).with_name("problems.jsonl")
 
 
 def record_problems(problems: Sequence[Problem], samples_path: str | Path) -> Path:

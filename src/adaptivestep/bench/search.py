@@ -30,7 +30,7 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
     from ..backends.base import SamplingConfig
     from ..jsonl import JsonlWriter, read_records
     from ..records import Sample
-    from ..sample import existing_indices, sample_problems
+    from ..sample import sample_problems
     from ..split import SplitParams, split_samples, step_texts
     from ..tasks import render_prompt
 
@@ -45,12 +45,19 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
 
     chosen, used = take(pool)
     if used < budget and pool:
-        have = existing_indices(extra_path).get(problem.id, set())
+        def mine() -> dict[int, Any]:
+            if not extra_path.exists():
+                return {}
+            return {s.sample_index: s for s in read_records(extra_path, Sample, tolerate_torn_tail=True)
+                    if s.problem_id == problem.id}
+
+        have = mine()  # a resumed run may have drawn extras already
+        missing = [s for s in pool if s.sample_index not in have]
         with JsonlWriter(extra_path) as w:  # the pool's own samples first: same indices, same tokens
-            w.write_all([s for s in pool if s.sample_index not in have])
-        mine = [s for s in read_records(extra_path, Sample, tolerate_torn_tail=True) if s.problem_id == problem.id]
-        chosen, used = take(mine)  # a resumed run may have drawn extras already
-        n = 1 + max(s.sample_index for s in mine)
+            w.write_all(missing)
+        have.update({s.sample_index: s for s in missing})
+        chosen, used = take(list(have.values()))
+        n = 1 + max(have)
         for _ in range(8):  # bounded: an empty response is never written, so it could be asked for again
             if used >= budget:
                 break
@@ -60,8 +67,7 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
                             config=SamplingConfig(temperature=1.0, max_tokens=cfg.eval.max_tokens),
                             render=lambda q: render_prompt(q, backend), batch_sequences=cfg.sample.batch,
                             progress=False)
-            chosen, used = take([s for s in read_records(extra_path, Sample, tolerate_torn_tail=True)
-                                 if s.problem_id == problem.id])
+            chosen, used = take(list(mine().values()))
     extra = [s for s in chosen if s.key not in scores]
     if extra:
         splits = split_samples(extra, cfg.split.method, SplitParams(break_rate=cfg.split.break_rate, tau=tau))

@@ -135,7 +135,7 @@ def answer_key(text: str) -> str | None:
             d //= p
     if d != 1:  # no terminating decimal
         return f"{n.numerator}/{n.denominator}"
-    return format(Decimal(n.numerator) / Decimal(n.denominator), "f").rstrip("0").rstrip(".")
+    return format((Decimal(n.numerator) / Decimal(n.denominator)).normalize(), "f")
 
 
 def gold_answer(problem: Problem) -> str:
