@@ -199,6 +199,28 @@ def test_exact_mode_is_batch_shape_independent(qwen: LlamaCppBackend) -> None:
     assert qwen.check_exact() == 0.0
 
 
+def test_long_continuation_is_independent_of_batch_and_threads(smol: LlamaCppBackend) -> None:
+    """A continuation past 256 cached tokens, drawn alone (1 row per decode call) or beside others, with 1 or
+    2 threads: the same tokens and log-probs bit for bit. (Regression: CPU flash attention split a lone
+    query's keys across threads once the cache passed 256 cells, so a resumed job's rollouts drifted.)"""
+    p = tuple(smol.tokenize(smol.chat_prompt("Summarise: " + "the cat sat on the mat and looked around. " * 24)))
+    assert 256 < len(p) < 300
+    cfg = SamplingConfig(max_tokens=40)
+    two = LlamaCppBackend(smol.model_id, n_ctx=512, n_seq_max=4, n_threads=2)
+    try:
+        alone = two.generate([GenRequest(p, n=1, first_index=1, seed=3, config=cfg)])[0][0]
+        two.reset_cache()
+        batched = two.generate([GenRequest(p, n=4, seed=3, config=cfg)])[0][1]
+    finally:
+        two.close()
+    smol.reset_cache()
+    one_thread = smol.generate([GenRequest(p, n=1, first_index=1, seed=3, config=cfg)])[0][0]
+    assert len(alone.token_ids) > 10
+    for g in (batched, one_thread):
+        assert g.token_ids == alone.token_ids
+        assert g.logprobs == alone.logprobs
+
+
 def test_fast_mode_generates_with_one_prefix_evaluation(smol: LlamaCppBackend) -> None:
     fast = LlamaCppBackend(smol.model_id, n_ctx=512, n_seq_max=8, exact=False, n_threads=THREADS)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,11 +54,14 @@ def test_sample_resumes_after_kill_and_labels_end_to_end(tmp_path: Path) -> None
     assert all(sp.threshold is not None and sp.boundaries[-1] == sp.n_tokens for sp in splits)
 
     labels = tmp_path / "labels.jsonl"
-    r = _cli("label", str(out), str(split), "--out", str(labels), "--rollouts", "2", "--max-tokens", "64",
-             "--limit-samples", "2", "--quiet")
+    # 128-token rollouts: the longest prefixes + rollouts pass 256 cached tokens (where batch-dependent
+    # attention rounding once made resumed rollouts drift)
+    label_args = [str(out), str(split), "--rollouts", "2", "--max-tokens", "128",
+                  "--keep-text", "--quiet"]
+    r = _cli("label", *label_args, "--out", str(labels))
     assert r.returncode == 0, r.stderr
     recs = list(read_records(labels, LabeledRecord))
-    assert len(recs) == 2
+    assert len(recs) == len(samples)
     for rec in recs:
         assert len(rec.labels) == len(rec.completions) == len(rec.soft_labels)
         assert "".join(rec.completions).strip()
@@ -66,6 +70,28 @@ def test_sample_resumes_after_kill_and_labels_end_to_end(tmp_path: Path) -> None
     ds = datasets.load_dataset("json", data_files=str(labels), split="train")
     assert set(["prompt", "completions", "labels"]) <= set(ds.column_names)
     assert all(isinstance(x, float) for x in ds[0]["labels"])
+
+    # Resumable to the rollout, exactly: the same job killed after its first sample's rollouts are logged and
+    # resumed (so its rollouts are decoded in other batches than above) gives the same rollouts and labels.
+    resumed = tmp_path / "resumed.jsonl"
+    log = tmp_path / "resumed.jsonl.worklog.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "adaptivestep.cli", "label", *label_args, "--out", str(resumed),
+                             "--concurrent-samples", "1"], cwd=ROOT)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and _logged(log) == 0:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    total = sum(rec.cost["rollouts"] for rec in recs)
+    assert 0 < _logged(log) < total, "kill the run while it is part way"
+    r = _cli("label", *label_args, "--out", str(resumed))
+    assert r.returncode == 0, r.stderr
+    again = list(read_records(resumed, LabeledRecord))
+    key = lambda rec: (rec.problem_id, rec.sample_index)  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, recs))
+    for a, b in zip(sorted(again, key=key), sorted(recs, key=key)):
+        assert (a.hard_labels, a.soft_labels, a.rollouts) == (b.hard_labels, b.soft_labels, b.rollouts)
+    assert _rollout_texts(log) == _rollout_texts(tmp_path / "labels.jsonl.worklog.sqlite")
 
 
 def test_main_job_quick(tmp_path: Path) -> None:
@@ -95,3 +121,24 @@ def test_main_job_quick(tmp_path: Path) -> None:
     n = str(res["pool_size"])
     for rule in ("majority", "prm-min", "oracle"):
         assert abs(full[rule][n] - res["curves"][rule][-1]["mean"]) < 1e-9
+
+
+def _logged(log: Path) -> int:
+    """Rollouts in a work log (0 before it exists); read-only, beside a writer that may be killed."""
+    if not log.exists():
+        return 0
+    con = sqlite3.connect(f"file:{log}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
+    except sqlite3.OperationalError:  # table not created yet
+        return 0
+    finally:
+        con.close()
+
+
+def _rollout_texts(log: Path) -> dict[tuple, tuple]:
+    con = sqlite3.connect(f"file:{log}?mode=ro", uri=True)
+    rows = con.execute("SELECT problem_id, sample_index, prefix_end, idx, seed, outcome, tokens, text "
+                       "FROM rollouts").fetchall()
+    con.close()
+    return {r[:5]: r[5:] for r in rows}

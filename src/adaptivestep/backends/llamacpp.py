@@ -15,7 +15,7 @@ The only module that imports ``llama_cpp``. It drives the low-level API directly
   longest cached common prefix (from any sequence, truncated with ``llama_memory_seq_rm``) and only its
   suffix is run through the model.
 
-Two properties of the llama.cpp build this targets (0.3.36) shape the design; both are checked by
+Three properties of the llama.cpp build this targets (0.3.36) shape the design; all are checked by
 ``tests/integration/test_llamacpp.py``:
 
 1. *Cells must stay in position order.* A token written into a freed cell *below* cells of its own sequence
@@ -25,12 +25,21 @@ Two properties of the llama.cpp build this targets (0.3.36) shape the design; bo
    cell) and a prefix copy between sequences copies a whole stream (tens of MB, milliseconds).
 2. *Kernels change with the row count.* From 8 rows per ``llama_decode`` (4 with repacked weights) ggml
    switches matmul kernels whose rounding differs by up to ~0.1 nats. With ``exact=True`` (default) weight
-   repacking is off and every call holds at most ``EXACT_ROWS`` tokens, so each logit is computed by the
-   same kernels whatever the batching: generated log-probs equal :meth:`score` bit for bit. A continuation's
-   tokens still depend very slightly on which other sequences share its decode calls (measured: 2 of 24
-   rollouts diverged late after the batch composition changed), so a resumed job may draw a near-tie token
-   differently from an uninterrupted one. ``exact=False`` uses full batches (faster prompt
-   evaluation and wide batches) at the cost of that invariance.
+   repacking is off and every call holds at most ``EXACT_ROWS`` tokens.
+3. *Attention changes with the batch.* Without flash attention, a chunk of several prompt tokens gets other
+   attention rounding than the same tokens one by one (up to 0.5 nats here). With flash attention on, ggml
+   splits the keys of a *lone* query (one sequence, one token in the call) across threads once the cache
+   view reaches 512 cells, so a sequence past 256 tokens got other logits alone than beside other sequences
+   (a resumed labelling job drew different rollouts). That split only happens when K and V have the same
+   type, so ``exact=True`` turns flash attention on and stores V as bfloat16 (K stays float16; V is then
+   accumulated in float32). Measured against a float32 cache without flash attention, teacher-forced
+   log-probs move by 0.026 nats on average with bf16 V vs 0.024 with stock f16/f16, at about the same speed.
+
+With ``exact=True`` every logit is then computed by the same kernels whatever the batching, chunking, thread
+count or cache history: generated log-probs equal :meth:`score` bit for bit, and a seeded continuation draws
+the same tokens alone, in any batch, or in a resumed job (``tests/integration/test_llamacpp.py`` and the
+labelling kill/resume test check this). ``exact=False`` keeps llama.cpp's defaults (full batches, repacked
+weights, f16 cache): faster prompt evaluation and wide batches, without that invariance.
 
 Not thread-safe: one backend per thread/process.
 """
@@ -51,6 +60,8 @@ import numpy as np
 
 from adaptivestep.backends.base import Generation, GenRequest, SamplingConfig, text_offsets
 from adaptivestep.sampling import draw, log_softmax, rng_for, top_alternatives
+
+GGML_TYPE_BF16 = 30  # ggml.h's enum value; llama_cpp does not export the name
 
 # Exact mode: most tokens per llama_decode call. Up to 7 rows ggml's CPU matmul computes each row with the
 # same one-row kernel (checked bit for bit on this x86 AVX-512 build; see LlamaCppBackend.check_exact).
@@ -126,7 +137,8 @@ class LlamaCppBackend:
         ggml's threads spin at barriers and two of them can run 100x slower than one when oversubscribed.
     n_batch: most tokens per ``llama_decode`` call when ``exact=False`` (must be >= ``n_seq_max``).
     n_seq_max: most continuations decoded together (and prefixes kept for reuse).
-    exact: batch-shape-independent logits (see the module docstring); False = faster, not invariant.
+    exact: logits independent of batching, chunking and threads (see the module docstring); False = llama.cpp
+        defaults, faster, not invariant.
     n_gpu_layers: layers offloaded to a GPU build of llama.cpp (0 = CPU).
     """
 
@@ -176,6 +188,9 @@ class LlamaCppBackend:
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.kv_unified = False  # one stream per sequence: cells stay in position order
+        if exact:  # property 3 of the module docstring
+            cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            cparams.type_v = GGML_TYPE_BF16
         cparams.no_perf = True
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:

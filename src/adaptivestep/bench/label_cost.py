@@ -10,8 +10,8 @@ stream, and the llama.cpp backend's exact mode makes its tokens independent of b
 draw exactly the rollouts the exhaustive run logged. Each saver runs the real labelling code on a copy of that
 log, so it generates nothing and is charged the logged tokens and per-rollout wall time of the rollouts it
 asks for. One saver setting is also run for real on the confidence split, and its labels and generated tokens
-are compared with the replay (``replay_check``). They match closely, not always bit for bit: llama.cpp's
-logits depend slightly on which other sequences share a decode call, so a rollout's tokens can diverge late.
+are compared with the replay (``replay_check``): with exact mode they should match bit for bit, so any
+difference points at a determinism bug.
 
 "Plain newline labelling" (no KV reuse, no batching) draws exactly the same seeded rollouts as the exhaustive
 newline run, so its generated tokens are those of that run; the prefix tokens it would re-evaluate are
