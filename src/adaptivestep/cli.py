@@ -341,11 +341,11 @@ def cmd_bon(a: argparse.Namespace) -> int:
 def cmd_tvd(a: argparse.Namespace) -> int:
     from .checkers import get_checker
     from .jsonl import JsonlWriter, iter_json
-    from .search.tvd import TVDConfig, paper_threshold, tvd_decode
+    from .search.tvd import TVDConfig, threshold_for, tvd_decode
     from .tasks import render_prompt
 
     problems = _load_problems(a)
-    cfgs = {kind: TVDConfig(threshold=paper_threshold(kind) if a.threshold is None else a.threshold, k=a.k,
+    cfgs = {kind: TVDConfig(threshold=threshold_for(kind, a.threshold), k=a.k,
                             max_tokens=a.max_tokens, aggregate=a.aggregate) for kind in {p.kind for p in problems}}
     out = Path(a.out)
     done = {o["problem_id"] for _, o in iter_json(out, tolerate_torn_tail=True)} if out.exists() else set()

@@ -135,7 +135,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     from .prm.model import PRM
     from .search.bon import Candidate
     from .search.estimate import bootstrap_ci, subsample_curve
-    from .search.tvd import TVDConfig, paper_threshold, tvd_decode
+    from .search.tvd import TVDConfig, threshold_for, tvd_decode
     from .tasks import render_prompt
 
     problems = _problems(cfg, cfg.data.eval_split, cfg.data.eval_offset, cfg.data.eval_limit)
@@ -181,7 +181,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
 
         done = {o["problem_id"]: o for _, o in iter_json(tvd_path, tolerate_torn_tail=True)}
     t0 = time.perf_counter()
-    tcfg = TVDConfig(threshold=paper_threshold(kind) if ev.tvd_threshold is None else ev.tvd_threshold,
+    tcfg = TVDConfig(threshold=threshold_for(kind, ev.tvd_threshold),
                      k=ev.tvd_k, max_tokens=ev.max_tokens)
     from tqdm import tqdm
 

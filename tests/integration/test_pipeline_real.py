@@ -121,6 +121,19 @@ def test_main_job_quick(tmp_path: Path) -> None:
     n = str(res["pool_size"])
     for rule in ("majority", "prm-min", "oracle"):
         assert abs(full[rule][n] - res["curves"][rule][-1]["mean"]) < 1e-9
+    # and the tvd verb, with the run's PRM and the pipeline's settings, decodes what the pipeline decoded
+    # (token by token: the backend's exact mode and the PRM are deterministic)
+    run_cfg = json.loads((rd / "config.json").read_text())
+    cfg, data = run_cfg["eval"], run_cfg["data"]
+    tvd_out = tmp_path / "tvd.jsonl"
+    threshold = [] if cfg["tvd_threshold"] is None else ["--threshold", str(cfg["tvd_threshold"])]
+    tvd = _cli("tvd", "--task", data["task"], "--split", data["eval_split"], "--offset", str(data["eval_offset"]),
+               "--limit", str(cfg["tvd_limit"]), "--prm", str(rd / "prm"), "--max-tokens", str(cfg["max_tokens"]),
+               "--k", str(cfg["tvd_k"]), *threshold, "--out", str(tvd_out), env=dict(os.environ), timeout=900)
+    assert tvd.returncode == 0, tvd.stderr[-3000:]
+    ours = [json.loads(x) for x in tvd_out.read_text().splitlines()]
+    pipeline = [json.loads(x) for x in (rd / "eval" / "tvd.jsonl").read_text().splitlines()]
+    assert [(o["problem_id"], o["text"]) for o in ours] == [(o["problem_id"], o["text"]) for o in pipeline]
 
 
 def _logged(log: Path) -> int:

@@ -48,6 +48,15 @@ def paper_threshold(kind: str) -> float:
     return PAPER_THRESHOLDS[kind]
 
 
+def threshold_for(kind: str, given: float | None = None) -> float:
+    """The threshold to use: ``given`` when set, else :func:`paper_threshold` of the task kind.
+
+    >>> threshold_for("code"), threshold_for("code", 0.4)
+    (0.28, 0.4)
+    """
+    return paper_threshold(kind) if given is None else given
+
+
 @dataclass(frozen=True)
 class TVDConfig:
     """TVD settings.
