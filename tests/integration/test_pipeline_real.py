@@ -72,7 +72,8 @@ def test_sample_resumes_after_kill_and_labels_end_to_end(tmp_path: Path) -> None
     assert all(isinstance(x, float) for x in ds[0]["labels"])
 
     # Resumable to the rollout, exactly: the same job killed after its first sample's rollouts are logged and
-    # resumed (so its rollouts are decoded in other batches than above) gives the same rollouts and labels.
+    # resumed one rollout at a time (so its rollouts are decoded in other batches than above, or alone) gives the
+    # same rollouts and labels.
     resumed = tmp_path / "resumed.jsonl"
     log = tmp_path / "resumed.jsonl.worklog.sqlite"
     proc = subprocess.Popen([sys.executable, "-m", "adaptivestep.cli", "label", *label_args, "--out", str(resumed),
@@ -84,7 +85,7 @@ def test_sample_resumes_after_kill_and_labels_end_to_end(tmp_path: Path) -> None
     proc.wait()
     total = sum(rec.cost["rollouts"] for rec in recs)
     assert 0 < _logged(log) < total, "kill the run while it is part way"
-    r = _cli("label", *label_args, "--out", str(resumed))
+    r = _cli("label", *label_args, "--out", str(resumed), "--no-batch")  # lone decodes past 256 tokens
     assert r.returncode == 0, r.stderr
     again = list(read_records(resumed, LabeledRecord))
     key = lambda rec: (rec.problem_id, rec.sample_index)  # noqa: E731
