@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from adaptivestep.jsonl import read_records
+from adaptivestep.jsonl import iter_json, read_records
 from adaptivestep.records import LabeledRecord, Sample, StepSplit
+from adaptivestep.worklog import WorkLog
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def test_sample_resumes_after_kill_and_labels_end_to_end(tmp_path: Path) -> None
     assert sorted(map(key, again)) == sorted(map(key, recs))
     for a, b in zip(sorted(again, key=key), sorted(recs, key=key)):
         assert (a.hard_labels, a.soft_labels, a.rollouts) == (b.hard_labels, b.soft_labels, b.rollouts)
-    assert _rollout_texts(log) == _rollout_texts(tmp_path / "labels.jsonl.worklog.sqlite")
+    assert _rollout_texts(log, recs) == _rollout_texts(tmp_path / "labels.jsonl.worklog.sqlite", recs)
 
 
 def test_main_job_quick(tmp_path: Path) -> None:
@@ -132,27 +132,28 @@ def test_main_job_quick(tmp_path: Path) -> None:
                "--limit", str(cfg["tvd_limit"]), "--prm", str(rd / "prm"), "--max-tokens", str(cfg["max_tokens"]),
                "--k", str(cfg["tvd_k"]), *threshold, "--out", str(tvd_out), env=dict(os.environ), timeout=900)
     assert tvd.returncode == 0, tvd.stderr[-3000:]
-    ours = [json.loads(x) for x in tvd_out.read_text().splitlines()]
-    pipeline = [json.loads(x) for x in (rd / "eval" / "tvd.jsonl").read_text().splitlines()]
+    ours = [o for _, o in iter_json(tvd_out)]
+    pipeline = [o for _, o in iter_json(rd / "eval" / "tvd.jsonl")]
     assert [(o["problem_id"], o["text"]) for o in ours] == [(o["problem_id"], o["text"]) for o in pipeline]
 
 
+
 def _logged(log: Path) -> int:
-    """Rollouts in a work log (0 before it exists); read-only, beside a writer that may be killed."""
+    """Rollouts in a work log (0 before it exists), opened beside a writer that may be killed."""
     if not log.exists():
         return 0
-    con = sqlite3.connect(f"file:{log}?mode=ro", uri=True)
+    wl = WorkLog(log)
     try:
-        return con.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0]
-    except sqlite3.OperationalError:  # table not created yet
-        return 0
+        return wl.count()
     finally:
-        con.close()
+        wl.close()
 
 
-def _rollout_texts(log: Path) -> dict[tuple, tuple]:
-    con = sqlite3.connect(f"file:{log}?mode=ro", uri=True)
-    rows = con.execute("SELECT problem_id, sample_index, prefix_end, idx, seed, outcome, tokens, text "
-                       "FROM rollouts").fetchall()
-    con.close()
-    return {r[:5]: r[5:] for r in rows}
+def _rollout_texts(log: Path, recs: list[LabeledRecord]) -> dict[tuple, tuple]:
+    """Every logged rollout of the labelled samples: key -> (outcome, tokens, text)."""
+    wl = WorkLog(log)
+    try:
+        return {(rec.problem_id, rec.sample_index, *k): (r.outcome, r.tokens, r.text)
+                for rec in recs for k, r in wl.for_sample(rec.problem_id, rec.sample_index).items()}
+    finally:
+        wl.close()
