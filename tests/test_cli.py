@@ -82,3 +82,61 @@ def test_malformed_input_names_file_and_line(samples, tmp_path, capsys):
     bad.write_text(lines[0] + "\n{oops\n")
     assert main(["split", str(bad), "--method", "newline", "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "bad.jsonl:2: malformed JSON" in capsys.readouterr().err
+
+
+def test_problem_file_is_read_as_problem_records(tmp_path, capsys):
+    # a file of the project's own Problem records keeps its ids and kinds (it used to be re-read as generic
+    # JSONL: ids became "<stem>/<n>" and every kind "math")
+    from adaptivestep.tasks import ProblemSet, load_problem_set
+
+    pfile = tmp_path / "mine.jsonl"
+    pfile.write_text(
+        json.dumps(Problem(id="a/1", question="2+2?", kind="math", answer="4").to_dict()) + "\n"
+        + json.dumps(Problem(id="c/7", question="write f", kind="code", tests="assert f() == 1",
+                             entry_point="f").to_dict()) + "\n")
+    probs = load_problem_set(ProblemSet(task=str(pfile)))
+    assert [(p.id, p.kind) for p in probs] == [("a/1", "math"), ("c/7", "code")]
+    assert probs[1].entry_point == "f"
+
+
+def test_unknown_kind_in_problem_file_names_file_and_line(tmp_path, capsys):
+    pfile = tmp_path / "bad.jsonl"
+    pfile.write_text(json.dumps({"id": "a", "question": "q?", "kind": "math", "answer": "1"}) + "\n"
+                     + json.dumps({"id": "b", "question": "q?", "kind": "mathx", "answer": "1"}) + "\n")
+    assert main(["sample", "--task", str(pfile), "--out", str(tmp_path / "s.jsonl"), "--model", "/nope.gguf"]) == 2
+    err = capsys.readouterr().err
+    assert f"{pfile}:2" in err and "mathx" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_model_file_that_is_not_gguf_is_one_clear_error(tmp_path, capsys):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("this is not a model\n")
+    assert main(["sample", "--model", str(fake), "--limit", "1", "--out", str(tmp_path / "s.jsonl"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adaptivestep sample: error:") and "not a GGUF model file" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_flags_come_from_the_stage_configs_with_the_verbs_defaults():
+    from adaptivestep.config import RunConfig
+    from adaptivestep.label import LabelConfig
+    from adaptivestep.options import build
+    from adaptivestep.prm.config import TrainConfig
+
+    p = build_parser()
+    a = p.parse_args(["label", "s.jsonl", "sp.jsonl", "--out", "o.jsonl"])
+    assert build(LabelConfig, a) == LabelConfig()  # the verb's defaults are the stage config's own
+    assert LabelConfig().rollouts != RunConfig().label.rollouts  # the main job keeps its smaller budget
+    a = p.parse_args(["label", "s", "sp", "--out", "o", "--no-kv-reuse", "--no-batch", "--rollouts", "3",
+                      "--early-stop", "--first-error-search"])
+    cfg = build(LabelConfig, a)
+    assert (cfg.kv_reuse, cfg.batched, cfg.rollouts, cfg.early_stop, cfg.first_error_search) == (
+        False, False, 3, True, True)
+    a = p.parse_args(["train", "d.jsonl", "--out", "prm", "--mode", "lora", "--lora-r", "4", "--bf16"])
+    tc = build(TrainConfig, a, output_dir=a.out)
+    assert (tc.mode, tc.lora_r, tc.bf16, tc.output_dir, tc.batch_size) == ("lora", 4, True, "prm", 4)
+    a = p.parse_args(["tvd", "--prm", "x", "--out", "o", "--split", "train", "--kind", "code"])
+    assert (a.threshold, a.split, a.kind, a.k) == (None, "train", "code", 8)
+    a = p.parse_args(["split", "s.jsonl", "--out", "o", "--whole-response"])
+    assert a.code_only is False

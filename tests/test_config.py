@@ -32,3 +32,27 @@ def test_overrides_and_quick():
     cfg = load_config(None, QUICK)
     assert cfg.data.train_limit == QUICK["data.train_limit"] and cfg.run_dir == "runs/quick"
     assert cfg.label.rollouts == QUICK["label.rollouts"]
+
+
+def test_stage_fields_the_run_sets_are_rejected(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("label:\n  seed: 3\n")
+    with pytest.raises(ValueError, match="seed"):
+        load_config(p)
+
+
+def test_the_run_seed_and_folder_reach_every_stage(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 5\nrun_dir: /tmp/r\nlabel:\n  label_type: hard\n  rollouts: 3\nprm:\n  lora_r: 4\n")
+    cfg = load_config(p)
+    assert cfg.sample.seed == cfg.label.seed == cfg.prm.seed == 5
+    assert cfg.prm.output_dir == "/tmp/r/prm" and cfg.prm.lora_r == 4 and cfg.label.rollouts == 3
+    assert cfg.prm.train_config().lora_r == 4
+    assert load_config(None, {"seed": 2}).label.seed == 2
+
+
+def test_bad_stage_value_names_the_section(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("label:\n  rollouts: 0\n")
+    with pytest.raises(ValueError, match="rollouts"):
+        load_config(p)

@@ -38,7 +38,7 @@ def test_exhaustive_records_are_valid(inputs):
         assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in r.soft_labels)
         assert r.labels[-1] == (1.0 if r.final_correct else 0.0)
         inner = r.rollouts[:-1]
-        assert all(len(m["outcomes"]) == 4 for m in inner)
+        assert all(len(m.outcomes) == 4 for m in inner)
         assert r.cost["rollouts"] == 4 * (len(r.completions) - 1)
     # the toy task is hard enough that both labels occur
     every = [x for r in recs for x in r.hard_labels]

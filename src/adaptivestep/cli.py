@@ -25,81 +25,53 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------- shared option groups
+# Flags, defaults and help come from the config dataclasses (adaptivestep.options); an engine's new option is a
+# new PolicyConfig field, a new engine a BACKENDS entry.
 def _model_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="default",
-                   help="policy model: 'default' (embedded Qwen2.5-Coder-0.5B-Instruct GGUF), 'smollm2-135m', "
-                        "a .gguf file, or a local Hugging Face model directory")
-    g.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "hf"],
-                   help="inference engine; auto = llamacpp for GGUF files, hf for directories")
-    g.add_argument("--n-ctx", type=int, default=4096,
-                   help="llama.cpp context per sequence in tokens (prompt + response); 16 sequences share the cache")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    from .options import add_fields
+    from .policy import BACKEND_CHOICES, PolicyConfig
+
+    add_fields(p.add_argument_group("model"), PolicyConfig, choices={"backend": BACKEND_CHOICES})
 
 
-def _task_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("task")
-    g.add_argument("--task", default="gsm8k",
-                   help="gsm8k | math500 | humaneval | leetcode, or a JSONL file of problems (see --question-field)")
-    g.add_argument("--split", dest="data_split", default="test", help="dataset split: test or train")
-    g.add_argument("--data-dir", default=None,
-                   help="folder laid out like shared/data (gsm8k/, math500/, ...); default: the embedded GSM8K subset")
-    g.add_argument("--limit", type=int, default=None, help="use at most this many problems")
-    g.add_argument("--offset", type=int, default=0, help="skip this many problems first")
-    g.add_argument("--question-field", default="question", help="generic JSONL: field holding the question")
-    g.add_argument("--answer-field", default="answer", help="generic JSONL: field holding the gold answer")
-    g.add_argument("--kind", default="math", choices=["math", "code"], help="generic JSONL: task kind")
+def _policy(a: argparse.Namespace):  # noqa: ANN202
+    from .options import build
+    from .policy import PolicyConfig
 
-
-def _positive(name: str, v: float | int | None, *, allow_zero: bool = False) -> None:
-    if v is None:
-        return
-    if v < 0 or (v == 0 and not allow_zero):
-        raise UsageError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+    return build(PolicyConfig, a)
 
 
 def _open_backend(a: argparse.Namespace):  # noqa: ANN202
-    from .backends import load_backend
-    from .models import resolve_model
+    from .policy import open_policy
 
-    _positive("--n-ctx", a.n_ctx)
-    _positive("--threads", a.threads)
-    path = resolve_model(a.model)
-    opts: dict[str, object] = {}
-    if not path.is_dir():  # llama.cpp options
-        opts["n_ctx"] = a.n_ctx
-        if a.threads:
-            opts["n_threads"] = a.threads
-    return load_backend(a.backend, str(path), **opts)
+    return open_policy(_policy(a))
 
 
-def _load_problems(a: argparse.Namespace):  # noqa: ANN202
-    from . import tasks
+def _task_opts(p: argparse.ArgumentParser) -> None:
+    from .options import add_fields
+    from .records import TASK_KINDS
+    from .tasks import ProblemSet
 
-    _positive("--limit", a.limit)
-    _positive("--offset", a.offset, allow_zero=True)
-    if Path(a.task).suffix in (".jsonl", ".gz") or Path(a.task).exists():
-        probs = tasks.load_jsonl_tasks(a.task, question_field=a.question_field, answer_field=a.answer_field,
-                                       kind=a.kind)
-        return probs[a.offset: a.offset + a.limit if a.limit else None]
-    return tasks.load_tasks(a.task, split=a.data_split, data_dir=a.data_dir, limit=a.limit, offset=a.offset)
+    add_fields(p.add_argument_group("task"), ProblemSet, choices={"kind": TASK_KINDS})
+
+
+def _load_problems(a: argparse.Namespace) -> list[Problem]:
+    from .options import build
+    from .tasks import ProblemSet, load_problem_set
+
+    return load_problem_set(build(ProblemSet, a))
 
 
 # ---------------------------------------------------------------- verbs
 def cmd_sample(a: argparse.Namespace) -> int:
-    from .backends.base import SamplingConfig
-    from .sample import record_problems, sample_problems
-    from .tasks import render_prompt
+    from .options import build
+    from .sample import SampleConfig, sample_set
 
-    _positive("--n", a.n)
-    cfg = SamplingConfig(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens, top_logprobs=a.top_logprobs)
+    cfg = build(SampleConfig, a)
     problems = _load_problems(a)
-    out = Path(a.out)
-    record_problems(problems, out)  # later stages need their gold answers / tests
     backend = _open_backend(a)
-    s = sample_problems(backend, problems, out, n=a.n, config=cfg, seed=a.seed,
-                        render=lambda p: render_prompt(p, backend), batch_sequences=a.batch,
-                        progress=not a.quiet)
+    out = Path(a.out)
+    s = sample_set(backend, problems, out, cfg, progress=not a.quiet)
     print(f"{s.written} samples written to {out} ({s.already_done} already there, {s.empty} empty responses "
           f"skipped), {s.tokens} tokens in {s.wall_s:.1f}s = {s.tokens_per_s:.1f} tok/s")
     return 0
@@ -107,11 +79,11 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 def cmd_split(a: argparse.Namespace) -> int:
     from .jsonl import JsonlWriter, read_records
+    from .options import build
     from .records import Sample
     from .split import SplitParams, split_samples
 
-    params = SplitParams(break_rate=a.break_rate, tau=a.tau, k=a.k, rate=a.rate, seed=a.seed,
-                         double_newline=a.double_newline, code_only=not a.whole_response)
+    params = build(SplitParams, a)
     samples = list(read_records(a.samples, Sample, tolerate_torn_tail=True))
     if not samples:
         raise UsageError(f"{a.samples}: no samples")
@@ -158,26 +130,15 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    from .checkers import get_checker
     from .jsonl import read_records
-    from .label import LabelConfig, label_files
-    from .records import Problem
+    from .label import LabelConfig, judge_by_kind, label_files
+    from .options import build
 
-    cfg = LabelConfig(rollouts=a.rollouts, label_type=a.label_type, max_tokens=a.max_tokens,
-                      temperature=a.temperature, seed=a.seed, kv_reuse=not a.no_kv_reuse, early_stop=a.early_stop,
-                      wave=a.wave, first_error_search=a.first_error_search, batched=not a.no_batch,
-                      keep_text=a.keep_text, concurrent_samples=a.concurrent_samples)
+    cfg = build(LabelConfig, a)
     pfile = Path(a.problems) if a.problems else problems_path_for(Path(a.samples))
     problems = {p.id: p for p in read_records(pfile, Problem)}
-    checkers = {}
-
-    def judge(problem: Problem, text: str) -> bool:
-        if problem.kind not in checkers:
-            checkers[problem.kind] = get_checker(problem.kind)
-        return bool(checkers[problem.kind].check(problem, text).correct)
-
     backend = _open_backend(a)
-    s = label_files(backend, judge, problems, a.samples, a.splits, a.out, cfg, worklog_path=a.worklog,
+    s = label_files(backend, judge_by_kind(), problems, a.samples, a.splits, a.out, cfg, worklog_path=a.worklog,
                     progress=not a.quiet, limit=a.limit_samples)
     c = s.cost
     print(f"labelled {s.labelled} samples ({s.skipped_done} already done, {len(s.failures)} failed) -> {a.out}")
@@ -190,6 +151,7 @@ def cmd_label(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from .options import build
     from .prm.train import TrainConfig, train
 
     if a.format == "math-shepherd":
@@ -204,10 +166,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         data = converted
     else:
         data = Path(a.data)
-    cfg = TrainConfig(mode=a.mode, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, grad_accum=a.grad_accum,
-                      max_length=a.max_length, eval_fraction=a.eval_fraction, seed=a.seed, bf16=a.bf16,
-                      gradient_checkpointing=a.gradient_checkpointing, label_type=a.label_type,
-                      output_dir=a.out, resume=a.resume)
+    cfg = build(TrainConfig, a, output_dir=a.out)
     m = train(cfg, data, a.backbone)
     print(f"PRM saved to {a.out}: held-out step AUC {m.get('eval_auc', float('nan')):.3f}, "
           f"accuracy {m.get('eval_accuracy', float('nan')):.3f}, {m.get('labelled_steps_per_s', 0):.1f} steps/s")
@@ -251,6 +210,7 @@ def _step_items(a: argparse.Namespace) -> tuple[list[tuple[str, int, str, list[s
 
 def cmd_score(a: argparse.Namespace) -> int:
     from .jsonl import JsonlWriter
+    from .operations import score_steps
     from .records import StepScores
 
     items, problems = _step_items(a)
@@ -258,12 +218,11 @@ def cmd_score(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.exists():
         raise UsageError(f"{out} exists; files are never rewritten: choose another --out")
+    if a.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {a.batch}")
+    scores = score_steps(scorer, [(problems[pid].question, steps) for pid, _, _, steps in items], a.batch)
     with JsonlWriter(out, fsync=False) as w:
-        for i in range(0, len(items), a.batch):
-            chunk = items[i: i + a.batch]
-            scores = scorer.score_batch([(problems[pid].question, steps) for pid, _, _, steps in chunk])
-            for (pid, idx, method, _), sc in zip(chunk, scores):
-                w.write(StepScores(pid, idx, [float(x) for x in sc], str(a.prm), method))
+        w.write_all(StepScores(pid, idx, sc, str(a.prm), method) for (pid, idx, method, _), sc in zip(items, scores))
     print(f"scored {len(items)} responses -> {out}")
     return 0
 
@@ -291,79 +250,57 @@ def cmd_prm_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_bon(a: argparse.Namespace) -> int:
-    from .checkers import get_checker, vote_key
-    from .jsonl import read_records
-    from .records import Problem, Sample, StepScores
-    from .search.bon import Candidate, select
-    from .search.estimate import format_curve, subsample_curve
+    from .jsonl import JsonlWriter, read_records
+    from .operations import bon_choices, bon_curves, candidate_pools, full_pools
+    from .records import Sample, StepScores
+    from .search.estimate import format_curve
 
     pfile = Path(a.problems) if a.problems else problems_path_for(Path(a.samples))
     problems = {p.id: p for p in read_records(pfile, Problem)}
     scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(a.scores, StepScores)}
-    pools: dict[str, list[Candidate]] = {}
-    checkers: dict[str, object] = {}
-    unscored = 0
-    for s in read_records(a.samples, Sample, tolerate_torn_tail=True):
-        p = problems.get(s.problem_id)
-        if p is None:
-            raise UsageError(f"{a.samples}: problem {s.problem_id} is not in {pfile}")
-        ch = checkers.setdefault(p.kind, get_checker(p.kind))
-        sc = scores.get(s.key)
-        unscored += sc is None
-        pools.setdefault(s.problem_id, []).append(
-            Candidate(s.sample_index, vote_key(p.kind, s.text), sc, ch.check(p, s.text).correct))  # type: ignore[attr-defined]
+    samples = list(read_records(a.samples, Sample, tolerate_torn_tail=True))
+    missing = next((s for s in samples if s.problem_id not in problems), None)
+    if missing is not None:
+        raise UsageError(f"{a.samples}: problem {missing.problem_id} is not in {pfile}")
+    pools = candidate_pools(problems, samples, scores)
+    unscored = sum(s.key not in scores for s in samples)
     if unscored:
         print(f"note: {unscored} candidate(s) have no score; PRM rules skip them (they keep their index)")
-    sizes = sorted({len(v) for v in pools.values()})
-    full = [v for v in pools.values() if len(v) == sizes[-1]]
+    full = full_pools(pools)
     if len(full) < len(pools):
-        print(f"note: {len(pools) - len(full)} question(s) have fewer than {sizes[-1]} candidates; curves use the "
+        print(f"note: {len(pools) - len(full)} question(s) have fewer than {len(full[0])} candidates; curves use the "
               f"{len(full)} complete ones")
-    result = {}
-    for rule in a.rules:
-        pts = subsample_curve(full, rule, resamples=a.resamples, seed=a.seed)
+    curves = bon_curves(full, a.rules, resamples=a.resamples, seed=a.seed)
+    for rule, pts in curves.items():
         print(format_curve(pts, rule))
-        result[rule] = [vars(pt) if hasattr(pt, "__dict__") else pt for pt in pts]
     if a.out:
-        from .jsonl import JsonlWriter
-
         with JsonlWriter(a.out, fsync=False) as w:
-            for pid, cands in pools.items():
-                for rule in a.rules:
-                    sel = select(cands, rule)
-                    w.write({"problem_id": pid, "rule": rule, "chosen": sel.chosen, "skipped": list(sel.skipped),
-                             "fallback": sel.fallback, "correct": bool(next(c.correct for c in cands
-                                                                             if c.index == sel.chosen))})
-    print(json.dumps({r: {str(p["n"]): p["mean"] for p in pts} for r, pts in result.items()}))
+            w.write_all(bon_choices(pools, a.rules))
+    print(json.dumps({r: {str(p.n): p.mean for p in pts} for r, pts in curves.items()}))
     return 0
 
 
 def cmd_tvd(a: argparse.Namespace) -> int:
-    from .checkers import get_checker
-    from .jsonl import JsonlWriter, iter_json
-    from .search.tvd import TVDConfig, threshold_for, tvd_decode
-    from .tasks import render_prompt
+    from .label import judge_by_kind
+    from .operations import tvd_config_for, tvd_problems
+    from .records import TVDRecord
 
     problems = _load_problems(a)
-    cfgs = {kind: TVDConfig(threshold=threshold_for(kind, a.threshold), k=a.k,
-                            max_tokens=a.max_tokens, aggregate=a.aggregate) for kind in {p.kind for p in problems}}
-    out = Path(a.out)
-    done = {o["problem_id"] for _, o in iter_json(out, tolerate_torn_tail=True)} if out.exists() else set()
+    settings = {"k": a.k, "max_tokens": a.max_tokens, "aggregate": a.aggregate}
+    for kind in {p.kind for p in problems}:  # bad settings fail before the models load
+        tvd_config_for(kind, a.threshold, **settings)
     backend = _open_backend(a)
     scorer = _load_scorer(a)
-    n_ok = n = 0
-    with JsonlWriter(out) as w:
-        for p in problems:
-            if p.id in done:
-                continue
-            r = tvd_decode(backend, scorer, p.question, backend.tokenize(render_prompt(p, backend)), cfgs[p.kind])
-            ok = bool(get_checker(p.kind).check(p, r.text).correct)
-            n_ok, n = n_ok + ok, n + 1
-            w.write({"problem_id": p.id, "text": r.text, "token_ids": r.token_ids, "boundaries": r.boundaries,
-                     "finish_reason": r.finish_reason, "interventions": r.n_interventions, "correct": ok})
-            print(f"{p.id}: {'correct' if ok else 'wrong'} ({len(r.token_ids)} tokens, {r.n_interventions} "
-                  f"interventions)", flush=True)
-    print(f"TVD: {n_ok}/{n} correct this run -> {out}")
+    new: list[TVDRecord] = []
+
+    def show(r: TVDRecord) -> None:
+        new.append(r)
+        print(f"{r.problem_id}: {'correct' if r.correct else 'wrong'} ({r.tokens} tokens, {r.interventions} "
+              f"interventions)", flush=True)
+
+    tvd_problems(backend, scorer, problems, a.out, lambda kind: tvd_config_for(kind, a.threshold, **settings),
+                 judge=judge_by_kind(), prm=str(a.prm), on_record=show)
+    print(f"TVD: {sum(r.correct for r in new)}/{len(new)} correct this run -> {a.out}")
     return 0
 
 
@@ -398,6 +335,15 @@ BENCHES: dict[str, str] = {
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from .label import LabelConfig
+    from .operations import DEFAULT_RESAMPLES, DEFAULT_RULES
+    from .options import add_fields
+    from .prm.config import TrainConfig
+    from .sample import SampleConfig
+    from .search.aggregate import AGGREGATORS
+    from .search.tvd import TVDConfig
+    from .split import SplitParams
+
     p = argparse.ArgumentParser(
         prog="adaptivestep",
         description="Process Reward Models with AdaptiveStep: sample -> split -> label -> train -> score -> search.",
@@ -413,13 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _task_opts(s)
     _model_opts(s)
     s.add_argument("--out", required=True, help="samples JSONL to append to (problems.jsonl is written beside it)")
-    s.add_argument("--n", type=int, default=4, help="responses per problem")
-    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (log-probs are always at T=1)")
-    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    s.add_argument("--max-tokens", type=int, default=512, help="most tokens per response")
-    s.add_argument("--top-logprobs", type=int, default=0, help="also keep the top-k alternatives per token")
-    s.add_argument("--seed", type=int, default=0, help="base seed (sample i of problem p is reproducible)")
-    s.add_argument("--batch", type=int, default=14, help="sequences decoded together (llama.cpp exact mode: 7 per engine call)")
+    add_fields(s.add_argument_group("sampling"), SampleConfig)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
 
@@ -429,16 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--method", default="confidence", choices=["confidence", "newline", "fixed", "random"],
                     help="confidence = AdaptiveStep; newline / fixed / random = baselines")
     sp.add_argument("--out", required=True, help="split JSONL to write")
-    sp.add_argument("--break-rate", type=float, default=0.02,
-                    help="confidence: fraction of all pooled tokens that end a step; sets tau as a quantile")
-    sp.add_argument("--tau", type=float, default=None, help="confidence: fixed threshold instead of --break-rate")
-    sp.add_argument("--k", type=int, default=32, help="fixed: tokens per step")
-    sp.add_argument("--rate", type=float, default=None,
-                    help="random: break probability per token (default: the confidence split's rate)")
-    sp.add_argument("--double-newline", action="store_true", help="newline: split only on blank lines")
-    sp.add_argument("--whole-response", action="store_true",
-                    help="code tasks: split the whole response, not only the code block")
-    sp.add_argument("--seed", type=int, default=0, help="random: seed")
+    add_fields(sp.add_argument_group("splitter"), SplitParams, names={"code_only": "--whole-response"},
+               helps={"code_only": "code tasks: split the whole response, not only the code block"})
     sp.add_argument("--show", type=int, default=0, help="print this many responses with breaks marked")
     sp.add_argument("--append", action="store_true", help="append to an existing --out")
     sp.set_defaults(func=cmd_split)
@@ -457,21 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="labelled stepwise JSONL (TRL prompt/completions/labels + metadata)")
     lb.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside the samples)")
     lb.add_argument("--worklog", default=None, help="SQLite rollout log (default: OUT.worklog.sqlite)")
-    lb.add_argument("--rollouts", type=int, default=8, help="M: rollouts per step prefix")
-    lb.add_argument("--label-type", default="hard", choices=["hard", "soft"],
-                    help="hard: 1 if any rollout is correct; soft: fraction correct (both are always recorded)")
-    lb.add_argument("--max-tokens", type=int, default=384, help="most tokens per rollout")
-    lb.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
-    lb.add_argument("--seed", type=int, default=0, help="base seed of all rollouts")
-    lb.add_argument("--early-stop", action="store_true", help="saver: stop a step's rollouts at the first success")
-    lb.add_argument("--wave", type=int, default=2, help="rollouts per wave when --early-stop")
-    lb.add_argument("--first-error-search", action="store_true",
-                    help="saver: binary-search the first bad step instead of rolling out every step")
-    lb.add_argument("--no-kv-reuse", action="store_true", help="re-evaluate every prefix from scratch (for comparison)")
-    lb.add_argument("--no-batch", action="store_true", help="decode rollouts one at a time (for comparison)")
-    lb.add_argument("--keep-text", action="store_true", help="keep rollout texts in the work log")
-    lb.add_argument("--concurrent-samples", type=int, default=7,
-                    help="samples labelled together (their pending rollouts are decoded in one batch)")
+    add_fields(lb.add_argument_group("labelling"), LabelConfig,
+               names={"kv_reuse": "--no-kv-reuse", "batched": "--no-batch"},
+               choices={"label_type": ("hard", "soft")},
+               helps={"kv_reuse": "re-evaluate every prefix from scratch (for comparison)",
+                      "batched": "decode rollouts one at a time (for comparison)"})
     lb.add_argument("--limit-samples", type=int, default=None, help="label at most this many samples this run")
     lb.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_opts(lb)
@@ -482,20 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="PRM directory to write (HF format + prm_config.json + model card)")
     tr.add_argument("--backbone", default="default",
                     help="HF causal LM: embedded name ('default', 'smollm2-135m'), .gguf file or HF directory")
-    tr.add_argument("--mode", default="head", choices=["head", "lora", "full"],
-                    help="head: frozen backbone, cached features (fast on CPU); lora: peft adapters; full: all weights")
     tr.add_argument("--format", default="ours", choices=["ours", "math-shepherd"], help="input data format")
-    tr.add_argument("--epochs", type=int, default=None, help="epochs (default: 300 head steps / 1 epoch otherwise)")
-    tr.add_argument("--lr", type=float, default=None, help="learning rate (default depends on --mode)")
-    tr.add_argument("--batch-size", type=int, default=4, help="sequences per micro-batch")
-    tr.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    tr.add_argument("--max-length", type=int, default=1024, help="tokens per input; longer ones lose their left end")
-    tr.add_argument("--eval-fraction", type=float, default=0.1, help="share of problems held out for evaluation")
-    tr.add_argument("--label-type", default="hard", choices=["hard", "soft"], help="which labels to train on")
-    tr.add_argument("--bf16", action="store_true", help="bfloat16 (GPU)")
-    tr.add_argument("--gradient-checkpointing", action="store_true", help="save memory (lora/full)")
-    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    tr.add_argument("--seed", type=int, default=0, help="seed of the split and the initialisation")
+    add_fields(tr.add_argument_group("training"), TrainConfig, skip=["output_dir"],
+               choices={"mode": ("head", "lora", "full"), "label_type": ("hard", "soft"),
+                        "prompt_format": ("auto", "chat", "plain")})
     tr.set_defaults(func=cmd_train)
 
     sc = sub.add_parser("score", help="score steps with a PRM", formatter_class=fmt)
@@ -524,11 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("samples", help="candidate samples JSONL (the pool: all samples of each problem)")
     bo.add_argument("scores", help="scores JSONL from 'score' for those samples")
     bo.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside the samples)")
-    bo.add_argument("--rules", nargs="+", default=["majority", "prm-min", "prm-mean", "prm-last", "prm-prod",
-                                                  "weighted-majority", "oracle"], help="selection rules")
-    bo.add_argument("--resamples", type=int, default=200, help="random subsets per question and N")
+    bo.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES), help="selection rules")
+    bo.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="random subsets per question and N")
     bo.add_argument("--seed", type=int, default=0, help="subsampling seed")
-    bo.add_argument("--out", default=None, help="also write each rule's choice per problem (full pool) here")
+    bo.add_argument("--out", default=None, help="also write each rule's choice per problem (full pool) here, "
+                    "as bon_choice records")
     bo.set_defaults(func=cmd_bon)
 
     tv = sub.add_parser("tvd", help="token-level value-guided decoding with a PRM", formatter_class=fmt)
@@ -536,14 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_opts(tv)
     tv.add_argument("--prm", required=True, help="PRM directory")
     tv.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
-    tv.add_argument("--out", required=True, help="JSONL of decoded responses (resumable)")
-    tv.add_argument("--threshold", type=float, default=None,
-                    help="consult the PRM when the top token's probability is below this "
-                         "(default: the paper's, 0.55 for math and 0.28 for code)")
-    tv.add_argument("--k", type=int, default=8, help="candidate tokens scored at each consultation")
-    tv.add_argument("--max-tokens", type=int, default=512, help="most tokens per response")
-    tv.add_argument("--aggregate", default="last", choices=["last", "min", "mean", "prod"],
-                    help="how candidates' step scores are compared")
+    tv.add_argument("--out", required=True, help="JSONL of tvd records, one per problem (resumable)")
+    add_fields(tv.add_argument_group("decoding"), TVDConfig, defaults={"threshold": None},
+               choices={"aggregate": sorted(AGGREGATORS)},
+               helps={"threshold": "consult the PRM when the top token's probability is below this "
+                                   "(default: the paper's, 0.55 for math and 0.28 for code)"})
     tv.set_defaults(func=cmd_tvd)
 
     rn = sub.add_parser("run", help="the main job: the whole pipeline on the embedded default, with a results table",

@@ -1,13 +1,24 @@
-"""The main job's configuration: one dataclass per stage, read from YAML (``config.yaml`` documents every field).
+"""The main job's configuration, read from YAML (``config.yaml`` documents every field).
 
-Unknown keys are errors (a typo must not silently fall back to a default).
+The run config nests the stages' own config dataclasses (:class:`~adaptivestep.label.LabelConfig`,
+:class:`~adaptivestep.prm.config.TrainConfig`, :class:`~adaptivestep.sample.SampleConfig`, ...), the same
+ones the verbs' flags are derived from; where the main job's default differs from a verb's, the run config's
+default factory says so. Unknown keys are errors (a typo must not silently fall back to a default).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from .label import LabelConfig
+from .operations import DEFAULT_RESAMPLES, DEFAULT_RULES
+from .policy import PolicyConfig
+from .prm.config import TrainConfig
+from .sample import SampleConfig
+from .tasks import ProblemSet
 
 
 @dataclass
@@ -24,26 +35,10 @@ class DataConfig:
     eval_offset: int = 0
     eval_limit: int = 12
 
-
-@dataclass
-class PolicyConfig:
-    """model: embedded name / .gguf / HF dir. backend: auto | llamacpp | hf. n_ctx: context tokens."""
-
-    model: str = "default"
-    backend: str = "auto"
-    n_ctx: int = 4096
-    threads: int | None = None
-
-
-@dataclass
-class SampleStage:
-    """n: responses per training question. max_tokens: per response. temperature: 1.0 = model
-    distribution. batch: sequences decoded together."""
-
-    n: int = 4
-    max_tokens: int = 400
-    temperature: float = 1.0
-    batch: int = 14
+    def problem_set(self, part: str) -> ProblemSet:
+        """The ``train`` or ``eval`` questions as a :class:`~adaptivestep.tasks.ProblemSet`."""
+        return ProblemSet(task=self.task, data_dir=self.data_dir, split=getattr(self, f"{part}_split"),
+                          offset=getattr(self, f"{part}_offset"), limit=getattr(self, f"{part}_limit"))
 
 
 @dataclass
@@ -56,29 +51,19 @@ class SplitStage:
 
 
 @dataclass
-class LabelStage:
-    """Rollout labelling (see ``adaptivestep label --help``): rollouts = M per step prefix."""
+class PRMStage(TrainConfig):
+    """The main job's PRM: :class:`~adaptivestep.prm.config.TrainConfig` (every field, same meaning) plus the
+    backbone it trains on.
 
-    rollouts: int = 2
-    max_tokens: int = 256
-    label_type: str = "hard"
-    early_stop: bool = True
-    wave: int = 2
-    first_error_search: bool = True
-    concurrent_samples: int = 7
-
-
-@dataclass
-class PRMStage:
-    """backbone: embedded name / GGUF / HF dir of the PRM. mode: head | lora | full. epochs/lr: None = the
-    mode's defaults. max_length: tokens per PRM input."""
+    backbone: embedded name / GGUF / HF dir of the PRM backbone.
+    """
 
     backbone: str = "smollm2-135m"
-    mode: str = "head"
-    epochs: int | None = None
-    lr: float | None = None
-    max_length: int = 1024
-    eval_fraction: float = 0.2
+    eval_fraction: float = 0.2  # the run holds out more: its few training questions give few held-out steps
+
+    def train_config(self) -> TrainConfig:
+        """The plain TrainConfig (without ``backbone``) that :func:`adaptivestep.prm.train.train` takes."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
 
 
 @dataclass
@@ -89,12 +74,11 @@ class EvalStage:
 
     n: int = 4
     max_tokens: int = 400
-    rules: list[str] = field(default_factory=lambda: ["majority", "prm-min", "prm-mean", "prm-last", "prm-prod",
-                                                       "weighted-majority", "oracle"])
+    rules: list[str] = field(default_factory=lambda: list(DEFAULT_RULES))
     tvd_threshold: float | None = None
     tvd_k: int = 8
     tvd_limit: int | None = 2
-    resamples: int = 200
+    resamples: int = DEFAULT_RESAMPLES
 
 
 @dataclass
@@ -105,28 +89,60 @@ class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    sample: SampleStage = field(default_factory=SampleStage)
+    # The main job's stage defaults differ from the verbs' (a 20-minute CPU budget): they live here, once.
+    sample: SampleConfig = field(default_factory=lambda: SampleConfig(max_tokens=400))
     split: SplitStage = field(default_factory=SplitStage)
-    label: LabelStage = field(default_factory=LabelStage)
+    label: LabelConfig = field(default_factory=lambda: LabelConfig(
+        rollouts=2, max_tokens=256, early_stop=True, first_error_search=True))
     prm: PRMStage = field(default_factory=PRMStage)
     eval: EvalStage = field(default_factory=EvalStage)
 
+    def __post_init__(self) -> None:
+        for section, fixed in RUN_SET.items():  # the run's one seed (and run folder) reaches every stage
+            stage = getattr(self, section)
+            setattr(self, section, replace(stage, **{k: get(self) for k, (get, _) in fixed.items()}))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for section, fixed in RUN_SET.items():
+            for k in fixed:
+                d[section].pop(k)
+        return d
 
 
-def _build(cls: type, d: dict[str, Any], where: str) -> Any:
+# Stage fields the run sets from its own fields (section -> field -> (value, what to set instead)); a YAML
+# file setting one of them is an error, so one setting never silently loses to another.
+RUN_SET: dict[str, dict[str, tuple[Callable[[RunConfig], Any], str]]] = {
+    "sample": {"seed": (lambda c: c.seed, "seed")},
+    "label": {"seed": (lambda c: c.seed, "seed")},
+    "prm": {"seed": (lambda c: c.seed, "seed"), "label_type": (lambda c: c.label.label_type, "label.label_type"),
+            "output_dir": (lambda c: str(Path(c.run_dir) / "prm"), "run_dir")},
+}
+
+
+def _build(base: Any, d: dict[str, Any], where: str, fixed: Mapping[str, Any] | None = None) -> Any:
+    """``base`` (a dataclass instance: the defaults) with the keys of ``d`` set, recursively."""
+    fixed = fixed or {}
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
+    known = {f.name for f in fields(base)} - set(fixed)
+    unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        set_by_run = [f"{k} (set {fixed[k][1]} instead)" for k in unknown if k in fixed]
+        if set_by_run:
+            raise ValueError(f"{where}: the run sets {', '.join(set_by_run)}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     kw = {}
     for k, v in d.items():
-        default = getattr(cls(), k)
-        kw[k] = _build(type(default), v, f"{where}.{k}") if is_dataclass(default) else v
-    return cls(**kw)
+        default = getattr(base, k)
+        if is_dataclass(default):
+            kw[k] = _build(default, v, f"{where}.{k}", RUN_SET.get(k, {}) if base.__class__ is RunConfig else {})
+        else:
+            kw[k] = v
+    try:
+        return replace(base, **kw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -148,7 +164,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = value
-    return _build(RunConfig, raw, str(path or "config"))
+    cfg = _build(RunConfig(), raw, str(path or "config"))
+    return replace(cfg)  # re-runs __post_init__: the run's seed and folder reach the stages
 
 
 QUICK: dict[str, Any] = {

@@ -10,7 +10,7 @@ split method produced that prefix, whether it was batched, and whether the run w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from .backends.base import Backend, GenRequest, SamplingConfig
 from .jsonl import DataError, JsonlWriter, read_records
 from .labels import early_stop_waves, first_error_search, hard_label, soft_label
-from .records import LabeledRecord, Problem, Sample, StepSplit
+from .records import ErrorRecord, LabeledRecord, Problem, Sample, StepRollouts, StepSplit
 from .worklog import Rollout, WorkLog, stable_seed
 
 
@@ -79,6 +79,20 @@ class LabelFailure(RuntimeError):
 
 
 Judge = Callable[[Problem, str], bool]
+
+
+def judge_by_kind() -> Judge:
+    """A judge that checks each problem with its kind's checker (:func:`adaptivestep.checkers.get_checker`)."""
+    from .checkers import get_checker
+
+    checkers: dict[str, Any] = {}
+
+    def judge(problem: Problem, text: str) -> bool:
+        if problem.kind not in checkers:
+            checkers[problem.kind] = get_checker(problem.kind)
+        return bool(checkers[problem.kind].check(problem, text).correct)
+
+    return judge
 
 
 @dataclass
@@ -225,7 +239,7 @@ def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Gene
         hard = [got[k] for k in inner] + [final]
     hard[-1] = final
     soft: list[float] = []
-    rollout_meta: list[dict[str, Any]] = []
+    rollout_meta: list[StepRollouts] = []
     for k in range(k_steps):
         rs = per_step.get(k, [])
         if k == k_steps - 1:
@@ -234,10 +248,10 @@ def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Gene
             soft.append(soft_label([r.outcome for r in rs]))
         else:
             soft.append(hard[k])  # inferred by first-error search: no rollouts to average
-        rollout_meta.append({
-            "outcomes": [r.outcome for r in rs], "seeds": sorted({r.seed for r in rs}),
-            "tokens": sum(r.tokens for r in rs), "inferred": k in inferred, "final": k == k_steps - 1,
-        })
+        rollout_meta.append(StepRollouts(
+            outcomes=[r.outcome for r in rs], seeds=sorted({r.seed for r in rs}),
+            tokens=sum(r.tokens for r in rs), inferred=k in inferred, final=k == k_steps - 1,
+        ))
     all_rs = [r for rs in per_step.values() for r in rs]
     cost = {
         "rollouts": float(len(all_rs)),
@@ -303,9 +317,68 @@ class LabelSummary:
     cost: dict[str, float] = field(default_factory=dict)
 
 
+def iter_labels(
+    backend: Backend,
+    problems: Mapping[str, Problem],
+    samples: Mapping[tuple[str, int], Sample],
+    splits: Sequence[StepSplit],
+    cfg: LabelConfig,
+    *,
+    judge: Judge | None = None,
+    log: WorkLog | None = None,
+    on_rollouts: Callable[[int], None] = lambda n: None,
+) -> Iterator[LabeledRecord | ErrorRecord]:
+    """Label every split sample in memory, yielding its record (or why it failed) in ``splits`` order, group
+    by group of ``cfg.concurrent_samples``. ``log``: rollouts already there are reused, new ones added
+    (default: a fresh in-memory log). ``judge``: default :func:`judge_by_kind`."""
+    judge = judge or judge_by_kind()
+    own_log = log is None
+    log = log or WorkLog(":memory:")
+    ctx = _Ctx(backend, judge, cfg, log, on_rollouts)
+    try:
+        for i in range(0, len(splits), cfg.concurrent_samples):
+            group = splits[i: i + cfg.concurrent_samples]
+            items, outcomes = [], {}
+            for sp in group:
+                problem = problems.get(sp.problem_id)
+                if problem is None:
+                    outcomes[sp.key] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
+                elif sp.key not in samples:
+                    outcomes[sp.key] = f"split of {sp.problem_id}#{sp.sample_index}: no such sample"
+                else:
+                    items.append((problem, samples[sp.key], sp))
+            for (_, smp, _), out in zip(items, label_many(ctx, items)):
+                outcomes[smp.key] = out
+            for sp in group:
+                out = outcomes[sp.key]
+                yield (ErrorRecord(sp.problem_id, out, sp.sample_index, stage="label") if isinstance(out, str)
+                       else out)
+    finally:
+        if own_log:
+            log.close()
+
+
+def label_samples(
+    backend: Backend,
+    problems: Sequence[Problem] | Mapping[str, Problem],
+    samples: Sequence[Sample],
+    splits: Sequence[StepSplit],
+    cfg: LabelConfig | None = None,
+    *,
+    judge: Judge | None = None,
+) -> list[LabeledRecord | ErrorRecord]:
+    """Label split samples in memory: one :class:`LabeledRecord` (or :class:`ErrorRecord`) per split, in order.
+
+    The same rollouts, seeds and labels as :func:`label_files` on the same inputs.
+    """
+    by_id = problems if isinstance(problems, Mapping) else {p.id: p for p in problems}
+    return list(iter_labels(backend, by_id, {s.key: s for s in samples}, list(splits), cfg or LabelConfig(),
+                            judge=judge))
+
+
 def label_files(
     backend: Backend,
-    judge: Judge,
+    judge: Judge | None,
     problems: dict[str, Problem],
     samples_path: str | Path,
     splits_path: str | Path,
@@ -319,7 +392,8 @@ def label_files(
 
     Resumable: samples already in ``out_path`` are skipped; rollouts already in the work log (default
     ``<out_path>.worklog.sqlite``) are reused, not repeated. Per-sample failures are counted in the summary
-    and written to ``<out_path>.errors.jsonl``; they never produce a label.
+    and written to ``<out_path>.errors.jsonl`` as :class:`ErrorRecord`; they never produce a label. ``judge``
+    None = :func:`judge_by_kind`. The labelling itself is :func:`iter_labels`, the in-memory one.
     """
     samples = {s.key: s for s in read_records(samples_path, Sample, tolerate_torn_tail=True)}
     splits = list(read_records(splits_path, StepSplit, tolerate_torn_tail=True))
@@ -350,32 +424,19 @@ def label_files(
         if bar is not None:
             bar.set_postfix(rollouts=n_roll, rps=f"{n_roll / max(1e-9, time.perf_counter() - t_start):.2f}/s")
 
-    ctx = _Ctx(backend, judge, cfg, log, on_rollouts)
     totals: dict[str, float] = {}
     with JsonlWriter(out_path) as w, JsonlWriter(out_path.with_name(out_path.name + ".errors.jsonl")) as errs:
-        for i in range(0, len(todo), cfg.concurrent_samples):
-            group = todo[i: i + cfg.concurrent_samples]
-            items, outcomes = [], {}
-            for sp in group:
-                problem = problems.get(sp.problem_id)
-                if problem is None:
-                    outcomes[sp.key] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
-                else:
-                    items.append((problem, samples[sp.key], sp))
-            for (_, smp, _), out in zip(items, label_many(ctx, items)):
-                outcomes[smp.key] = out
-            for sp in group:  # written in input order, each as soon as its group is done
-                out = outcomes[sp.key]
-                if isinstance(out, str):
-                    summary.failures.append(out)
-                    errs.write({"problem_id": sp.problem_id, "sample_index": sp.sample_index, "error": out})
-                else:
-                    w.write(out)
-                    summary.labelled += 1
-                    for k, v in out.cost.items():
-                        totals[k] = totals.get(k, 0.0) + v
-                if bar is not None:
-                    bar.update(1)
+        for out in iter_labels(backend, problems, samples, todo, cfg, judge=judge, log=log, on_rollouts=on_rollouts):
+            if isinstance(out, ErrorRecord):  # written in input order, each as soon as its group is done
+                summary.failures.append(out.error)
+                errs.write(out)
+            else:
+                w.write(out)
+                summary.labelled += 1
+                for k, v in out.cost.items():
+                    totals[k] = totals.get(k, 0.0) + v
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     log.close()

@@ -46,6 +46,7 @@ SMOLLM2_135M = EmbeddedModel(
 )
 EMBEDDED: dict[str, EmbeddedModel] = {m.name: m for m in (QWEN_05B, SMOLLM2_135M)}
 DEFAULT_MODEL = QWEN_05B.name
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 
 
 def cache_dir() -> Path:
@@ -144,6 +145,11 @@ def resolve_model(spec: str | None) -> Path:
         )
     if p.is_file() and p.suffix != ".gguf":
         raise ModelError(f"model {spec!r}: a file model must be a .gguf file")
+    if p.is_file():
+        with p.open("rb") as f:
+            magic = f.read(4)
+        if magic != GGUF_MAGIC:  # checked here: llama.cpp would end the run with a traceback instead
+            raise ModelError(f"model {spec!r}: not a GGUF model file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
     if p.is_dir() and not (p / "config.json").exists():
         raise ModelError(f"model {spec!r}: directory has no config.json, so it is not a Hugging Face model")
     return p

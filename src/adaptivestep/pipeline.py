@@ -9,14 +9,26 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend, SamplingConfig
+from .backends.base import Backend
 from .config import RunConfig
 from .jsonl import JsonlWriter, read_records
+from .operations import (
+    bon_curves,
+    candidate_pools,
+    full_pools,
+    score_steps,
+    step_items,
+    tvd_config_for,
+    tvd_problems,
+)
+from .policy import open_policy
 from .records import LabeledRecord, Problem, Sample, StepScores, StepSplit
+from .sample import SampleConfig, sample_set
+from .tasks import load_problem_set
 
 
 def _say(msg: str) -> None:
@@ -33,26 +45,6 @@ def _write_atomic(path: Path, records: list[Any]) -> None:
     os.replace(tmp, path)
 
 
-def _open_policy(cfg: RunConfig) -> Backend:
-    from .backends import load_backend
-
-    opts: dict[str, Any] = {}
-    from .models import resolve_model
-
-    path = resolve_model(cfg.policy.model)
-    if not path.is_dir():
-        opts["n_ctx"] = cfg.policy.n_ctx
-        if cfg.policy.threads:
-            opts["n_threads"] = cfg.policy.threads
-    return load_backend(cfg.policy.backend, str(path), **opts)
-
-
-def _problems(cfg: RunConfig, split: str, offset: int, limit: int | None) -> list[Problem]:
-    from .tasks import load_tasks
-
-    return load_tasks(cfg.data.task, split=split, data_dir=cfg.data.data_dir, limit=limit, offset=offset)
-
-
 def _task_kind(problems: list[Problem]) -> str:
     """The problems' one task kind (``math`` / ``code``): it picks the checker and the TVD threshold."""
     kinds = {p.kind for p in problems}
@@ -61,16 +53,9 @@ def _task_kind(problems: list[Problem]) -> str:
     return kinds.pop() if kinds else "math"
 
 
-def _sample(backend: Backend, problems: list[Problem], out: Path, *, n: int, temperature: float,
-            max_tokens: int, seed: int, batch: int) -> dict[str, Any]:
-    from .sample import record_problems, sample_problems
-    from .tasks import render_prompt
-
+def _sample(backend: Backend, problems: list[Problem], out: Path, cfg: SampleConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
-    record_problems(problems, out)  # so the verbs (label, score, bon, ...) work on a run directory too
-    s = sample_problems(backend, problems, out, n=n, seed=seed, batch_sequences=batch,
-                        config=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
-                        render=lambda p: render_prompt(p, backend))
+    s = sample_set(backend, problems, out, cfg)  # problems.jsonl beside it: the verbs work on a run folder too
     return {"tokens": s.tokens, "wall_s": time.perf_counter() - t0, "written": s.written}
 
 
@@ -85,13 +70,12 @@ def _split(samples: list[Sample], out: Path, method: str, break_rate: float, tau
 def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float | None, dict[str, Any]]:
     """Sample training questions, split them, label every step. Returns (tau, cost figures)."""
     from .checkers import get_checker
-    from .label import LabelConfig, label_files
+    from .label import label_files
 
-    problems = _problems(cfg, cfg.data.train_split, cfg.data.train_offset, cfg.data.train_limit)
+    problems = load_problem_set(cfg.data.problem_set("train"))
     d = rd / "train"
     _say(f"1/5 sampling {cfg.sample.n} responses for each of {len(problems)} training questions")
-    figs = {"sample": _sample(backend, problems, d / "samples.jsonl", n=cfg.sample.n, temperature=cfg.sample.temperature,
-                              max_tokens=cfg.sample.max_tokens, seed=cfg.seed, batch=cfg.sample.batch)}
+    figs = {"sample": _sample(backend, problems, d / "samples.jsonl", cfg.sample)}
     ids = {p.id for p in problems}  # a file from an earlier, larger run may hold more questions
     samples = [s for s in read_records(d / "samples.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in ids]
     splits = _split(samples, d / "split.jsonl", cfg.split.method, cfg.split.break_rate, None)
@@ -99,23 +83,20 @@ def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float 
     n_steps = sum(len(s.boundaries) for s in splits)
     _say(f"2/5 split {len(splits)} responses by {cfg.split.method}: {n_steps / max(1, len(splits)):.2f} steps each"
          + (f", tau = {tau:.4f}" if tau is not None else ""))
-    lc = cfg.label
-    lcfg = LabelConfig(rollouts=lc.rollouts, max_tokens=lc.max_tokens, label_type=lc.label_type, seed=cfg.seed,
-                       early_stop=lc.early_stop, wave=lc.wave, first_error_search=lc.first_error_search,
-                       concurrent_samples=lc.concurrent_samples)
     checker = get_checker(_task_kind(problems))
-    _say(f"3/5 labelling every step with {lc.rollouts} rollouts (savers: {lcfg.savers})")
+    _say(f"3/5 labelling every step with {cfg.label.rollouts} rollouts (savers: {cfg.label.savers})")
     t0 = time.perf_counter()
     summary = label_files(backend, lambda p, t: checker.check(p, t).correct, {p.id: p for p in problems},
-                          d / "samples.jsonl", d / "split.jsonl", d / "labels.jsonl", lcfg)
+                          d / "samples.jsonl", d / "split.jsonl", d / "labels.jsonl", cfg.label)
     figs["label"] = {**summary.cost, "wall_s": time.perf_counter() - t0, "failures": len(summary.failures)}
     return tau, figs
 
 
 def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
-    from .prm.train import METRICS_FILE, TrainConfig, train
+    """Train the PRM on the run's labels (reused when already trained)."""
+    from .prm.train import METRICS_FILE, train
 
-    out = rd / "prm"
+    out = Path(cfg.prm.output_dir)
     if (out / METRICS_FILE).exists():
         _say("4/5 PRM already trained: reusing it")
         return dict(json.loads((out / METRICS_FILE).read_text()))
@@ -123,90 +104,61 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
     steps = [x for r in read_records(labels, LabeledRecord) for x in r.labels]
     _say(f"4/5 training the PRM ({cfg.prm.mode} on {cfg.prm.backbone}) on {len(steps)} labelled steps "
          f"({sum(steps):.0f} positive)")
-    tc = TrainConfig(mode=cfg.prm.mode, epochs=cfg.prm.epochs, lr=cfg.prm.lr, max_length=cfg.prm.max_length,
-                     eval_fraction=cfg.prm.eval_fraction, seed=cfg.seed, label_type=cfg.label.label_type,
-                     output_dir=str(out))
-    return train(tc, labels, cfg.prm.backbone)
+    return train(cfg.prm.train_config(), labels, cfg.prm.backbone)
 
 
 def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) -> dict[str, Any]:
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
-    from .checkers import get_checker, vote_key
+    from .checkers import get_checker
     from .prm.model import PRM
-    from .search.bon import Candidate
-    from .search.estimate import bootstrap_ci, subsample_curve
-    from .search.tvd import TVDConfig, threshold_for, tvd_decode
-    from .tasks import render_prompt
+    from .search.estimate import bootstrap_ci
 
-    problems = _problems(cfg, cfg.data.eval_split, cfg.data.eval_offset, cfg.data.eval_limit)
+    problems = load_problem_set(cfg.data.problem_set("eval"))
     by_id = {p.id: p for p in problems}
     d = rd / "eval"
     ev = cfg.eval
     kind = _task_kind(problems)
     checker = get_checker(kind)
+
+    def judge(p: Problem, text: str) -> bool:
+        return bool(checker.check(p, text).correct)
+
     _say(f"5/5 evaluating on {len(problems)} held-apart questions: greedy, {ev.n} candidates each, TVD")
     figs: dict[str, Any] = {}
-    figs["greedy_gen"] = _sample(backend, problems, d / "greedy.jsonl", n=1, temperature=0.0,
-                                 max_tokens=ev.max_tokens, seed=cfg.seed, batch=cfg.sample.batch)
-    figs["candidates_gen"] = _sample(backend, problems, d / "candidates.jsonl", n=ev.n, temperature=1.0,
-                                     max_tokens=ev.max_tokens, seed=cfg.seed + 1, batch=cfg.sample.batch)
+    figs["greedy_gen"] = _sample(backend, problems, d / "greedy.jsonl",
+                                 replace(cfg.sample, n=1, temperature=0.0, max_tokens=ev.max_tokens))
+    figs["candidates_gen"] = _sample(backend, problems, d / "candidates.jsonl",
+                                     replace(cfg.sample, n=ev.n, temperature=1.0, max_tokens=ev.max_tokens,
+                                             seed=cfg.seed + 1))
     cands = [s for s in read_records(d / "candidates.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in by_id]
     greedy = {s.problem_id: s for s in read_records(d / "greedy.jsonl", Sample, tolerate_torn_tail=True)
               if s.problem_id in by_id}
     splits = _split(cands, d / "split.jsonl", cfg.split.method, cfg.split.break_rate, tau)
     prm = PRM.load(rd / "prm")
     t0 = time.perf_counter()
-    items = []
-    from .split import step_texts
-
-    for s, sp in zip(cands, splits):
-        items.append((by_id[s.problem_id].question, step_texts(s, sp)))
-    scores = prm.score_batch(items)
-    figs["prm_scoring"] = {"responses": len(items), "wall_s": time.perf_counter() - t0}
+    scores = score_steps(prm, step_items(cands, splits, by_id))
+    figs["prm_scoring"] = {"responses": len(cands), "wall_s": time.perf_counter() - t0}
     _write_atomic(d / "scores.jsonl", [StepScores(s.problem_id, s.sample_index, sc, str(rd / "prm"), sp.method)
                                        for s, sp, sc in zip(cands, splits, scores)])
-    pools: dict[str, list[Candidate]] = {p.id: [] for p in problems}
-    for s, sc in zip(cands, scores):
-        ok = checker.check(by_id[s.problem_id], s.text).correct
-        pools[s.problem_id].append(Candidate(s.sample_index, vote_key(kind, s.text), sc, ok))
-    pool_list = [v for v in pools.values() if len(v) == ev.n]
-    curves = {rule: subsample_curve(pool_list, rule, resamples=ev.resamples, seed=cfg.seed) for rule in ev.rules}
+    pools = candidate_pools(by_id, cands, {s.key: sc for s, sc in zip(cands, scores)}, judge=judge,
+                            order=[p.id for p in problems])
+    curves = bon_curves(full_pools(pools, ev.n), ev.rules, resamples=ev.resamples, seed=cfg.seed)
 
-    greedy_ok = [float(checker.check(p, greedy[p.id].text).correct) if p.id in greedy else 0.0 for p in problems]
+    greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
     tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
-    tvd_path = d / "tvd.jsonl"
-    done = {}
-    if tvd_path.exists():
-        from .jsonl import iter_json
-
-        done = {o["problem_id"]: o for _, o in iter_json(tvd_path, tolerate_torn_tail=True)}
     t0 = time.perf_counter()
-    tcfg = TVDConfig(threshold=threshold_for(kind, ev.tvd_threshold),
-                     k=ev.tvd_k, max_tokens=ev.max_tokens)
-    from tqdm import tqdm
-
-    with JsonlWriter(tvd_path) as w:
-        for p in tqdm(tvd_probs, desc="tvd", unit="question", dynamic_ncols=True):
-            if p.id in done:
-                continue
-            ids = backend.tokenize(render_prompt(p, backend))
-            r = tvd_decode(backend, prm, p.question, ids, tcfg)
-            rec = {"problem_id": p.id, "text": r.text, "tokens": len(r.token_ids), "finish_reason": r.finish_reason,
-                   "interventions": r.n_interventions, "prm_items": r.n_prm_items,
-                   "correct": bool(checker.check(p, r.text).correct)}
-            w.write(rec)
-            done[p.id] = rec
+    tvd = tvd_problems(backend, prm, tvd_probs, d / "tvd.jsonl", judge=judge, prm=str(rd / "prm"), progress=True,
+                       config=lambda k: tvd_config_for(k, ev.tvd_threshold, k=ev.tvd_k, max_tokens=ev.max_tokens))
     figs["tvd_run_wall_s"] = time.perf_counter() - t0
-    tvd_ok = [float(done[p.id]["correct"]) for p in tvd_probs if p.id in done]
+    tvd_ok = [float(r.correct) for r in tvd]
     greedy_on_tvd = [greedy_ok[i] for i, p in enumerate(problems) if p in tvd_probs]
     return {
         "n_questions": len(problems),
         "pool_size": ev.n,
         "greedy": _acc(greedy_ok, bootstrap_ci),
         "tvd": {**_acc(tvd_ok, bootstrap_ci), "greedy_same_questions": _acc(greedy_on_tvd, bootstrap_ci),
-                "interventions_per_question": sum(done[p.id]["interventions"] for p in tvd_probs if p.id in done)
-                / max(1, len(tvd_ok)),
-                "tokens": sum(done[p.id]["tokens"] for p in tvd_probs if p.id in done)},
+                "interventions_per_question": sum(r.interventions for r in tvd) / max(1, len(tvd_ok)),
+                "tokens": sum(r.tokens for r in tvd)},
         "curves": {rule: [asdict(pt) for pt in pts] for rule, pts in curves.items()},
         "figures": figs,
     }
@@ -267,7 +219,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     rd.mkdir(parents=True, exist_ok=True)
     (rd / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     t0 = time.perf_counter()
-    backend = _open_policy(cfg)
+    backend = open_policy(cfg.policy)
     try:
         tau, train_figs = stage_train_data(cfg, backend, rd)
         prm_metrics = stage_train_prm(cfg, rd)

@@ -172,12 +172,27 @@ class StepSplit(_Record):
 
 @dataclass
 class StepRollouts:
-    """Outcomes of the rollouts from the prefix ending at one step (1 = correct final answer)."""
+    """Rollouts from the prefix ending at one step.
 
-    outcomes: list[int]
-    seeds: list[int]
+    outcomes: one per rollout, 1 = it reached a correct final answer. seeds: the seeds they used.
+    tokens: tokens they generated. inferred: the label was set without rollouts (first-error search).
+    final: the last step (the response itself, labelled by its own final answer, no rollouts).
+    """
+
+    outcomes: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
     tokens: int = 0
-    inferred: bool = False  # label set without rollouts (first-error search, final step)
+    inferred: bool = False
+    final: bool = False
+
+    @classmethod
+    def from_dict(cls, d: Any) -> StepRollouts:
+        if isinstance(d, StepRollouts):
+            return d
+        if not isinstance(d, dict):
+            raise RecordError(f"rollouts: expected a JSON object per step, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -199,7 +214,7 @@ class LabeledRecord(_Record):
     hard_labels: list[float] = field(default_factory=list)
     soft_labels: list[float] = field(default_factory=list)
     step_token_ends: list[int] = field(default_factory=list)
-    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[StepRollouts] = field(default_factory=list)
     final_correct: bool | None = None
     cost: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -214,6 +229,7 @@ class LabeledRecord(_Record):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0.0 <= float(v) <= 1.0):
                 raise RecordError(f"{where}: label {i} = {v!r} is outside [0, 1]")
         self.labels = [float(v) for v in self.labels]
+        self.rollouts = [StepRollouts.from_dict(r) for r in self.rollouts]
 
 
 @dataclass
@@ -226,3 +242,65 @@ class StepScores(_Record):
     scores: list[float]
     prm: str = ""
     method: str = ""
+
+
+@dataclass
+class TVDRecord(_Record):
+    """One response decoded by token-level value-guided decoding (``adaptivestep tvd``, the main job's
+    ``eval/tvd.jsonl``).
+
+    text / token_ids: the response (EOS excluded). boundaries: step ends at the intervention points plus the
+    response end. finish_reason: "stop" (EOS) or "length". interventions: PRM consultations. prm_items:
+    candidate step lists the PRM scored. correct: the checker's verdict on ``text``. threshold / k: the TVD
+    settings used.
+    """
+
+    KIND: ClassVar[str] = "tvd"
+    problem_id: str
+    text: str
+    token_ids: list[int]
+    boundaries: list[int]
+    finish_reason: str
+    interventions: int
+    prm_items: int
+    correct: bool
+    threshold: float | None = None
+    k: int | None = None
+    prm: str = ""
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class BonChoice(_Record):
+    """What one Best-of-N selection rule chose from a problem's whole candidate pool (``bon --out``).
+
+    chosen: the chosen candidate's ``sample_index``. skipped: candidates the rule could not use (no score).
+    fallback: the rule fell back to majority vote (no candidate was usable). correct: the chosen candidate's
+    verdict.
+    """
+
+    KIND: ClassVar[str] = "bon_choice"
+    problem_id: str
+    rule: str
+    chosen: int
+    correct: bool
+    skipped: list[int] = field(default_factory=list)
+    fallback: bool = False
+    pool_size: int = 0
+
+
+@dataclass
+class ErrorRecord(_Record):
+    """A record that a stage could not produce (``<out>.errors.jsonl``): it is never given a label or score.
+
+    stage: which stage failed (``label``, ...). problem_id / sample_index: which item. error: why.
+    """
+
+    KIND: ClassVar[str] = "error"
+    problem_id: str
+    error: str
+    sample_index: int | None = None
+    stage: str = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +17,38 @@ from .backends.base import Backend, GenRequest, SamplingConfig
 from .jsonl import JsonlWriter, read_records
 from .records import Problem, Sample, problems_path_for
 from .worklog import stable_seed
+
+
+@dataclass
+class SampleConfig:
+    """How many responses to draw per problem, and how.
+
+    n: responses per problem.
+    temperature: sampling temperature (log-probs are always recorded at T = 1).
+    top_p: nucleus sampling mass (1 = off).
+    max_tokens: most tokens per response.
+    top_logprobs: also keep the top-k alternatives per token (0 = none).
+    seed: base seed (sample i of problem p is reproducible).
+    batch: sequences decoded together in one engine call.
+    """
+
+    n: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    top_logprobs: int = 0
+    seed: int = 0
+    batch: int = 14
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"--n must be >= 1, got {self.n}")
+        if self.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {self.batch}")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                              top_logprobs=self.top_logprobs)
 
 
 @dataclass
@@ -86,6 +118,27 @@ def sample_problems(
         raise ValueError(f"--n must be >= 1, got {n}")
     have = existing_indices(out_path)
     summary = SampleSummary(problems=len(problems))
+    with JsonlWriter(out_path) as w:
+        for smp in _generate(backend, problems, n, config, seed, render, batch_sequences, have, summary, progress):
+            w.write(smp)
+    return summary
+
+
+def generate_samples(backend: Backend, problems: Sequence[Problem], cfg: SampleConfig | None = None, *,
+                     progress: bool = False) -> list[Sample]:
+    """``cfg.n`` samples of each problem, in memory: the same samples :func:`sample_set` writes to a file."""
+    from .tasks import render_prompt
+
+    cfg = cfg or SampleConfig()
+    return list(_generate(backend, problems, cfg.n, cfg.sampling(), cfg.seed, lambda p: render_prompt(p, backend),
+                          cfg.batch, {}, SampleSummary(problems=len(problems)), progress))
+
+
+def _generate(backend: Backend, problems: Sequence[Problem], n: int, config: SamplingConfig, seed: int,
+              render: Callable[[Problem], str], batch_sequences: int, have: Mapping[str, set[int]],
+              summary: SampleSummary, progress: bool) -> Iterator[Sample]:
+    """The samples of ``problems`` not in ``have`` (problem id -> indices), batch by batch; counts go to
+    ``summary``."""
     jobs: list[tuple[Problem, str, list[int], int, int]] = []  # (problem, prompt, prompt_ids, first, count)
     for p in problems:
         missing = [i for i in range(n) if i not in have.get(p.id, set())]
@@ -105,35 +158,46 @@ def sample_problems(
         bar = tqdm(total=total, desc="sample", unit="resp", dynamic_ncols=True)
     t0 = time.perf_counter()
     settings = asdict(config)
-    with JsonlWriter(out_path) as w:
-        i = 0
-        while i < len(jobs):
-            group, seqs = [], 0
-            while i < len(jobs) and (not group or seqs + jobs[i][4] <= batch_sequences):
-                group.append(jobs[i])
-                seqs += jobs[i][4]
-                i += 1
-            reqs = [GenRequest(tuple(ids), n=cnt, seed=stable_seed(seed, p.id), first_index=first, config=config)
-                    for p, _, ids, first, cnt in group]
-            outs = backend.generate(reqs)
-            for (p, prompt, ids, first, _), gens in zip(group, outs):
-                for off, g in enumerate(gens):
-                    summary.tokens += len(g.token_ids)
-                    if not g.token_ids:
-                        summary.empty += 1  # an immediate end-of-text: nothing to split, not written
-                        continue
-                    w.write(Sample(
-                        problem_id=p.id, sample_index=first + off, prompt=prompt, prompt_ids=list(ids),
-                        token_ids=g.token_ids, logprobs=g.logprobs, token_end_chars=g.token_end_chars, text=g.text,
-                        finish_reason=g.finish_reason, model=backend.model_id, backend=backend.name,
-                        sampling=settings, seed=seed, task_kind=p.kind, top_logprobs=g.top_logprobs,
-                    ))
-                    summary.written += 1
-            summary.wall_s = time.perf_counter() - t0
-            if bar is not None:
-                bar.update(seqs)
-                bar.set_postfix(tok_s=f"{summary.tokens_per_s:.1f}")
+    i = 0
+    while i < len(jobs):
+        group, seqs = [], 0
+        while i < len(jobs) and (not group or seqs + jobs[i][4] <= batch_sequences):
+            group.append(jobs[i])
+            seqs += jobs[i][4]
+            i += 1
+        reqs = [GenRequest(tuple(ids), n=cnt, seed=stable_seed(seed, p.id), first_index=first, config=config)
+                for p, _, ids, first, cnt in group]
+        outs = backend.generate(reqs)
+        for (p, prompt, ids, first, _), gens in zip(group, outs):
+            for off, g in enumerate(gens):
+                summary.tokens += len(g.token_ids)
+                if not g.token_ids:
+                    summary.empty += 1  # an immediate end-of-text: nothing to split, not written
+                    continue
+                yield Sample(
+                    problem_id=p.id, sample_index=first + off, prompt=prompt, prompt_ids=list(ids),
+                    token_ids=g.token_ids, logprobs=g.logprobs, token_end_chars=g.token_end_chars, text=g.text,
+                    finish_reason=g.finish_reason, model=backend.model_id, backend=backend.name,
+                    sampling=settings, seed=seed, task_kind=p.kind, top_logprobs=g.top_logprobs,
+                )
+                summary.written += 1
+        summary.wall_s = time.perf_counter() - t0
+        if bar is not None:
+            bar.update(seqs)
+            bar.set_postfix(tok_s=f"{summary.tokens_per_s:.1f}")
     if bar is not None:
         bar.close()
     summary.wall_s = time.perf_counter() - t0
-    return summary
+
+
+def sample_set(backend: Backend, problems: Sequence[Problem], out_path: str | Path, cfg: SampleConfig, *,
+               progress: bool = True) -> SampleSummary:
+    """Sample ``cfg.n`` responses to each problem into ``out_path`` (resumable), with the problems recorded in
+    ``problems.jsonl`` beside it (later stages need their gold answers / tests). The ``sample`` verb and the
+    main job both sample through this."""
+    from .tasks import render_prompt
+
+    record_problems(problems, out_path)
+    return sample_problems(backend, problems, out_path, n=cfg.n, config=cfg.sampling(), seed=cfg.seed,
+                           render=lambda p: render_prompt(p, backend), batch_sequences=cfg.batch,
+                           progress=progress)

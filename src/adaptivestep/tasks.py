@@ -393,10 +393,17 @@ def load_tasks(
     data_dir: str | Path | None = None,
     limit: int | None = None,
     offset: int = 0,
+    *,
+    question_field: str = "question",
+    answer_field: str | None = "answer",
+    kind: str = "math",
 ) -> list[Problem]:
-    """Problems ``[offset, offset + limit)`` of a named data set (see :data:`TASKS`) or of a Problem JSONL.
+    """Problems ``[offset, offset + limit)`` of a named data set (see :data:`TASKS`) or of a JSONL file.
 
-    name_or_path: a key of :data:`TASKS`, or the path of a ``.jsonl``/``.jsonl.gz`` of Problem records.
+    name_or_path: a key of :data:`TASKS`, or the path of a ``.jsonl``/``.jsonl.gz`` file: a file of this
+        project's Problem records (every record has ``id``, ``question`` and ``kind``: read as such, an unknown
+        ``kind`` is an error naming file:line), else any JSONL read with ``question_field`` / ``answer_field`` /
+        ``kind`` (see :func:`load_jsonl_tasks`).
     data_dir: folder laid out like ``../shared/data`` (``<data_dir>/<name>/<file>``; a folder holding the
         file directly also works). None: the package's embedded subset (GSM8K only: the first 200 test /
         400 train questions); other data sets then raise ValueError asking for ``--data-dir``.
@@ -411,7 +418,10 @@ def load_tasks(
                 f"unknown task {name_or_path!r}: expected one of {', '.join(TASKS)} or a .jsonl/.jsonl.gz "
                 f"file of problems"
             )
-        problems = load_problems(p)  # DataError "<path>: no such file" when absent
+        if is_problem_file(p):  # DataError "<path>: no such file" when absent
+            problems = load_problems(p)
+        else:
+            problems = load_jsonl_tasks(p, question_field=question_field, answer_field=answer_field, kind=kind)
     else:
         if split not in src.files:
             raise ValueError(f"task {name_or_path!r} has no split {split!r} (has: {', '.join(src.files)})")
@@ -434,6 +444,55 @@ def load_tasks(
             )
     end = None if limit is None else offset + limit
     return problems[offset:end]
+
+
+PROBLEM_FIELDS = ("id", "question", "kind")
+"""The fields that make a JSONL record one of this project's Problem records."""
+
+
+def is_problem_file(path: str | Path) -> bool:
+    """True when the first record of ``path`` has every :data:`PROBLEM_FIELDS` field (a Problem file, e.g.
+    a run's ``problems.jsonl``); False for any other JSONL and for an empty file."""
+    for _, obj in iter_json_any(path):
+        return all(k in obj for k in PROBLEM_FIELDS)
+    return False
+
+
+@dataclass
+class ProblemSet:
+    """Which problems: a slice of a data set or of a JSONL file.
+
+    task: gsm8k | math500 | humaneval | leetcode, or a JSONL file of problems (this project's Problem records,
+        or any JSONL read with question_field / answer_field / kind).
+    split: dataset split: test or train.
+    data_dir: folder laid out like shared/data (gsm8k/, math500/, ...); None = the embedded GSM8K subset.
+    limit: use at most this many problems (None = all).
+    offset: skip this many problems first.
+    question_field: generic JSONL: field holding the question.
+    answer_field: generic JSONL: field holding the gold answer.
+    kind: generic JSONL: task kind (math or code).
+    """
+
+    task: str = "gsm8k"
+    split: str = "test"
+    data_dir: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    question_field: str = "question"
+    answer_field: str = "answer"
+    kind: str = "math"
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"--limit must be > 0, got {self.limit}")
+        if self.offset < 0:
+            raise ValueError(f"--offset must be >= 0, got {self.offset}")
+
+
+def load_problem_set(ps: ProblemSet) -> list[Problem]:
+    """The problems a :class:`ProblemSet` names (every verb and the main job read problems through this)."""
+    return load_tasks(ps.task, split=ps.split, data_dir=ps.data_dir, limit=ps.limit, offset=ps.offset,
+                      question_field=ps.question_field, answer_field=ps.answer_field, kind=ps.kind)
 
 
 def _data_file(data_dir: Path, src: TaskSource, split: str) -> Path:

@@ -155,7 +155,7 @@ def run(quick: bool, model: str | None = None, out_dir: str = "runs/bench-label-
             }
         by_key = {s.key: s for s in samples}
         no_reuse = sum(
-            (len(by_key[(r.problem_id, r.sample_index)].prompt_ids) + e) * len(meta["outcomes"])
+            (len(by_key[(r.problem_id, r.sample_index)].prompt_ids) + e) * len(meta.outcomes)
             for r in ref for e, meta in zip(r.step_token_ends, r.rollouts)
         )
         mres["plain_prefix_tokens_per_sample"] = no_reuse / max(1, len(ref))

@@ -79,24 +79,25 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
 def compare_search(cfg: Any, questions: int) -> dict[str, Any]:
     from ..checkers import get_checker, vote_key
     from ..jsonl import JsonlWriter, iter_json, read_records
-    from ..pipeline import _open_policy, _problems, _task_kind
+    from ..pipeline import _task_kind
+    from ..policy import open_policy
     from ..prm.model import PRM
     from ..records import Sample, StepScores
     from ..search.beam import BeamConfig, beam_search
     from ..search.bon import Candidate, select
     from ..search.early_reject import EarlyRejectConfig, best_of_n_early_reject
-    from ..tasks import render_prompt
+    from ..tasks import load_problem_set, render_prompt
 
     rd = Path(cfg.run_dir)
     d = rd / "eval"
     tau = json.loads((rd / "results.json").read_text())["tau"]
-    probs = _problems(cfg, cfg.data.eval_split, cfg.data.eval_offset, cfg.data.eval_limit)[:questions]
+    probs = load_problem_set(cfg.data.problem_set("eval"))[:questions]
     pool: dict[str, list[Sample]] = {}
     for s in read_records(d / "candidates.jsonl", Sample):
         pool.setdefault(s.problem_id, []).append(s)
     scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(d / "scores.jsonl", StepScores)}
     checker = get_checker(_task_kind(probs))
-    backend = _open_policy(cfg)
+    backend = open_policy(cfg.policy)
     prm = PRM.load(rd / "prm")
     out = d / "search_compare.jsonl"
     done = {o["problem_id"]: o for _, o in iter_json(out, tolerate_torn_tail=True)} if out.exists() else {}

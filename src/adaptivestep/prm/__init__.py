@@ -22,7 +22,7 @@ _LAZY = {
     "PRMConfig": "model",
     "BackboneError": "model",
     "load_backbone": "model",
-    "TrainConfig": "train",
+    "TrainConfig": "config",
     "train_prm": "train",
     "StepExample": "data",
     "load_examples": "data",

@@ -1,0 +1,49 @@
+"""Which policy model and engine: :class:`PolicyConfig` and :func:`open_policy`, shared by every verb that
+generates and by the main job (the CLI's model options are this dataclass's fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import BACKENDS
+from .backends.base import Backend
+
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+
+
+@dataclass
+class PolicyConfig:
+    """The policy model.
+
+    model: 'default' (embedded Qwen2.5-Coder-0.5B-Instruct GGUF), 'smollm2-135m', a .gguf file, or a local
+        Hugging Face model directory.
+    backend: inference engine; auto = llamacpp for GGUF files, hf for directories.
+    n_ctx: llama.cpp context per sequence in tokens (prompt + response); 16 sequences share the cache.
+    threads: CPU threads (None = all cores).
+    """
+
+    model: str = "default"
+    backend: str = "auto"
+    n_ctx: int = 4096
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_ctx <= 0:
+            raise ValueError(f"--n-ctx must be > 0, got {self.n_ctx}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"--threads must be > 0, got {self.threads}")
+
+
+def open_policy(cfg: PolicyConfig) -> Backend:
+    """Open the policy model with its engine (llama.cpp options go to GGUF files only)."""
+    from .backends import load_backend
+    from .models import resolve_model
+
+    path = resolve_model(cfg.model)
+    opts: dict[str, Any] = {}
+    if not path.is_dir():
+        opts["n_ctx"] = cfg.n_ctx
+        if cfg.threads:
+            opts["n_threads"] = cfg.threads
+    return load_backend(cfg.backend, str(path), **opts)
