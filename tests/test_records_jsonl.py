@@ -86,3 +86,22 @@ def test_torn_tail_is_skipped_and_repaired(tmp_path):
         w.write(Problem(id="b", question="q", kind="math"))
     assert [r.id for r in read_records(p, Problem)] == ["a", "b"]
     assert repair_tail(p) == 0
+
+
+def test_data_formats_doc_shows_every_record_type():
+    # docs/data_formats.md carries one example per record type, with exactly that type's fields
+    import dataclasses
+    import json as _json
+    import re as _re
+    from pathlib import Path as _Path
+
+    from adaptivestep import records
+
+    text = (_Path(__file__).resolve().parents[1] / "docs" / "data_formats.md").read_text()
+    examples = [_json.loads(b) for b in _re.findall(r"```json\n(.*?)```", text, _re.DOTALL)]
+    kinds = [c for c in vars(records).values() if isinstance(c, type) and issubclass(c, records._Record)
+             and c is not records._Record]
+    assert len(kinds) >= 8
+    for cls in kinds:
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert any(set(e) == names for e in examples), f"no example of {cls.__name__} in docs/data_formats.md"

@@ -18,6 +18,7 @@ from .operations import DEFAULT_RESAMPLES, DEFAULT_RULES
 from .policy import PolicyConfig
 from .prm.config import TrainConfig
 from .sample import SampleConfig
+from .split import SplitParams
 from .tasks import ProblemSet
 
 
@@ -41,13 +42,20 @@ class DataConfig:
                           offset=getattr(self, f"{part}_offset"), limit=getattr(self, f"{part}_limit"))
 
 
-@dataclass
-class SplitStage:
-    """method: confidence (AdaptiveStep) | newline | fixed | random. break_rate: target fraction of tokens
-    that end a step (sets tau as a quantile of the pooled confidences)."""
+@dataclass(frozen=True)
+class SplitStage(SplitParams):
+    """The main job's splitter: :class:`~adaptivestep.split.SplitParams` (every field, same meaning) plus the
+    method.
+
+    method: confidence (AdaptiveStep) | newline | fixed | random.
+    """
 
     method: str = "confidence"
-    break_rate: float = 0.02
+
+    def params(self, **changes: Any) -> SplitParams:
+        """The plain SplitParams (without ``method``) that :func:`adaptivestep.split.split_samples` takes."""
+        d = {f.name: getattr(self, f.name) for f in fields(SplitParams)}
+        return SplitParams(**{**d, **changes})
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend
-from .config import RunConfig
+from .config import RunConfig, SplitStage
 from .jsonl import JsonlWriter, read_records
 from .operations import (
     bon_curves,
@@ -59,10 +59,11 @@ def _sample(backend: Backend, problems: list[Problem], out: Path, cfg: SampleCon
     return {"tokens": s.tokens, "wall_s": time.perf_counter() - t0, "written": s.written}
 
 
-def _split(samples: list[Sample], out: Path, method: str, break_rate: float, tau: float | None) -> list[StepSplit]:
-    from .split import SplitParams, split_samples
+def _split(samples: list[Sample], out: Path, cfg: SplitStage, tau: float | None) -> list[StepSplit]:
+    """Split and save; ``tau`` (the training responses' threshold) makes the eval split use the same one."""
+    from .split import split_samples
 
-    splits = split_samples(samples, method, SplitParams(break_rate=break_rate, tau=tau))
+    splits = split_samples(samples, cfg.method, cfg.params(tau=tau) if tau is not None else cfg.params())
     _write_atomic(out, splits)
     return splits
 
@@ -78,7 +79,7 @@ def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float 
     figs = {"sample": _sample(backend, problems, d / "samples.jsonl", cfg.sample)}
     ids = {p.id for p in problems}  # a file from an earlier, larger run may hold more questions
     samples = [s for s in read_records(d / "samples.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in ids]
-    splits = _split(samples, d / "split.jsonl", cfg.split.method, cfg.split.break_rate, None)
+    splits = _split(samples, d / "split.jsonl", cfg.split, None)
     tau = splits[0].threshold if splits else None
     n_steps = sum(len(s.boundaries) for s in splits)
     _say(f"2/5 split {len(splits)} responses by {cfg.split.method}: {n_steps / max(1, len(splits)):.2f} steps each"
@@ -133,7 +134,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     cands = [s for s in read_records(d / "candidates.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in by_id]
     greedy = {s.problem_id: s for s in read_records(d / "greedy.jsonl", Sample, tolerate_torn_tail=True)
               if s.problem_id in by_id}
-    splits = _split(cands, d / "split.jsonl", cfg.split.method, cfg.split.break_rate, tau)
+    splits = _split(cands, d / "split.jsonl", cfg.split, tau)
     prm = PRM.load(rd / "prm")
     t0 = time.perf_counter()
     scores = score_steps(prm, step_items(cands, splits, by_id))

@@ -31,7 +31,7 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
     from ..jsonl import JsonlWriter, read_records
     from ..records import Sample
     from ..sample import sample_problems
-    from ..split import SplitParams, split_samples, step_texts
+    from ..split import split_samples, step_texts
     from ..tasks import render_prompt
 
     def take(cands: list[Any]) -> tuple[list[Any], int]:
@@ -70,7 +70,7 @@ def _equal_budget(cfg: Any, backend: Any, prm: Any, problem: Any, tau: float | N
             chosen, used = take(list(mine().values()))
     extra = [s for s in chosen if s.key not in scores]
     if extra:
-        splits = split_samples(extra, cfg.split.method, SplitParams(break_rate=cfg.split.break_rate, tau=tau))
+        splits = split_samples(extra, cfg.split.method, cfg.split.params(tau=tau))
         got = prm.score_batch([(problem.question, step_texts(s, sp)) for s, sp in zip(extra, splits)])
         scores = {**scores, **{s.key: sc for s, sc in zip(extra, got)}}
     return [(s, scores.get(s.key)) for s in chosen], used
