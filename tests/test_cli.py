@@ -87,14 +87,14 @@ def test_malformed_input_names_file_and_line(samples, tmp_path, capsys):
 def test_problem_file_is_read_as_problem_records(tmp_path, capsys):
     # a file of the project's own Problem records keeps its ids and kinds (it used to be re-read as generic
     # JSONL: ids became "<stem>/<n>" and every kind "math")
-    from adaptivestep.tasks import ProblemSet, load_problem_set
+    from adaptivestep.cli import _load_problems
 
     pfile = tmp_path / "mine.jsonl"
     pfile.write_text(
         json.dumps(Problem(id="a/1", question="2+2?", kind="math", answer="4").to_dict()) + "\n"
         + json.dumps(Problem(id="c/7", question="write f", kind="code", tests="assert f() == 1",
                              entry_point="f").to_dict()) + "\n")
-    probs = load_problem_set(ProblemSet(task=str(pfile)))
+    probs = _load_problems(build_parser().parse_args(["sample", "--task", str(pfile), "--out", "s.jsonl"]))
     assert [(p.id, p.kind) for p in probs] == [("a/1", "math"), ("c/7", "code")]
     assert probs[1].entry_point == "f"
 
