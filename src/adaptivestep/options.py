@@ -108,11 +108,14 @@ def add_fields(
         default = (defaults or {}).get(f.name, _default(f))
         typ, many = _scalar(hints[f.name])
         text = (helps or {}).get(f.name, docs.get(f.name, f.name))
-        kw: dict[str, Any] = {"dest": prefix + f.name, "help": text.replace("%", "%%")}  # argparse formats help
+        # argparse %-formats help; RST backquotes read badly in a terminal
+        kw: dict[str, Any] = {"dest": prefix + f.name, "help": text.replace("%", "%%").replace("``", "")}
         name = (names or {}).get(f.name, flag(f.name))
         if typ is bool and not many:
             kw["action"] = "store_false" if default else "store_true"
             kw["default"] = bool(default)
+            if default:  # the flag turns the field off: say which field, not a confusing "default: True"
+                kw["help"] += f" [{f.name} = %(default)s unless given]"
         else:
             kw["type"] = typ
             kw["default"] = list(default) if many and default is not None else default
