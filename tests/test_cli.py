@@ -140,3 +140,13 @@ def test_flags_come_from_the_stage_configs_with_the_verbs_defaults():
     assert (a.threshold, a.split, a.kind, a.k) == (None, "train", "code", 8)
     a = p.parse_args(["split", "s.jsonl", "--out", "o", "--whole-response"])
     assert a.code_only is False
+
+
+def test_gguf_file_the_engine_cannot_load_is_one_clear_error(tmp_path, capsys):
+    pytest.importorskip("llama_cpp")
+    bad = tmp_path / "truncated.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00garbage")  # the right magic, then nothing loadable
+    assert main(["sample", "--model", str(bad), "--limit", "1", "--out", str(tmp_path / "s.jsonl"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adaptivestep sample: error: model ") and "could not load" in err
+    assert len(err.strip().splitlines()) == 1

@@ -38,7 +38,7 @@ class PolicyConfig:
 def open_policy(cfg: PolicyConfig) -> Backend:
     """Open the policy model with its engine (llama.cpp options go to GGUF files only)."""
     from .backends import load_backend
-    from .models import resolve_model
+    from .models import ModelError, resolve_model
 
     path = resolve_model(cfg.model)
     opts: dict[str, Any] = {}
@@ -46,4 +46,9 @@ def open_policy(cfg: PolicyConfig) -> Backend:
         opts["n_ctx"] = cfg.n_ctx
         if cfg.threads:
             opts["n_threads"] = cfg.threads
-    return load_backend(cfg.backend, str(path), **opts)
+    try:
+        return load_backend(cfg.backend, str(path), **opts)
+    except ModelError:
+        raise
+    except RuntimeError as e:  # the engine could not load the file (corrupt, truncated, unsupported)
+        raise ModelError(f"model {cfg.model!r}: {e}") from e
