@@ -183,10 +183,10 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     t0 = time.perf_counter()
     tcfg = TVDConfig(threshold=threshold_for(kind, ev.tvd_threshold),
                      k=ev.tvd_k, max_tokens=ev.max_tokens)
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     with JsonlWriter(tvd_path) as w:
-        for p in tqdm(tvd_probs, desc="tvd", unit="question", dynamic_ncols=True):
+        for p in progress_bar(tvd_probs, desc="tvd", unit="question"):
             if p.id in done:
                 continue
             ids = backend.tokenize(render_prompt(p, backend))

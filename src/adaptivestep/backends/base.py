@@ -4,7 +4,7 @@ Callers only use :class:`Backend`. A backend turns token-id prompts into sampled
 exact log-probability of each sampled token under the temperature-1 model distribution.
 
 Determinism: continuation ``j`` of a request with seed ``s`` draws its random numbers from
-``numpy.random.default_rng([s, j])``, so its tokens do not depend on how requests are batched. Together
+:func:`adaptivestep.seeds.rng_for` ``(s, j)``, so its tokens do not depend on how requests are batched. Together
 with deterministic logits this makes a rollout a pure function of (prefix, seed, j) - the property that
 resumable labelling relies on.
 """

@@ -60,7 +60,8 @@ import llama_cpp as lc
 import numpy as np
 
 from adaptivestep.backends.base import Generation, GenRequest, SamplingConfig, text_offsets
-from adaptivestep.sampling import draw, log_softmax, rng_for, top_alternatives
+from adaptivestep.sampling import draw, log_softmax, top_alternatives
+from adaptivestep.seeds import rng_for
 
 GGML_TYPE_BF16 = 30  # ggml.h's enum value; llama_cpp does not export the name
 
