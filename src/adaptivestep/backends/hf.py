@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import codecs
 import copy
+import functools
+import inspect
 import json
 import os
 import re
@@ -52,6 +54,19 @@ _SOURCE_FILE = "adaptivestep_source.json"  # written into a converted directory:
 
 
 # ----------------------------------------------------------------------------------------------- loading
+
+
+@functools.cache
+def cache_arg() -> str:
+    """Name of the KV-cache argument of a transformers model's ``forward``: ``cache`` in current releases,
+    ``past_key_values`` before (which current releases still accept, with a deprecation warning per run).
+
+    >>> cache_arg() in ("cache", "past_key_values")
+    True
+    """
+    from transformers import LlamaModel  # any decoder: the argument is named the same in every model
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 def _source_stamp(gguf: Path) -> dict[str, Any]:
@@ -364,7 +379,7 @@ class HFBackend:
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=self._ids([list(req.prompt_ids)]),
-            past_key_values=cache,
+            **{cache_arg(): cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -420,7 +435,7 @@ class HFBackend:
                 cache.batch_select_indices(torch.tensor(still, device=self.device))
                 active = [active[r] for r in still]
             out = self.model(
-                input_ids=self._ids([[toks[i][-1]] for i in active]), past_key_values=cache, use_cache=True
+                input_ids=self._ids([[toks[i][-1]] for i in active]), **{cache_arg(): cache}, use_cache=True
             )
             rows_lp = log_softmax(out.logits[:, -1].float().cpu().numpy())  # (rows, V)
         gens = []

@@ -73,10 +73,19 @@ _VERBOSE = False
 _BACKEND_READY = False
 
 
+_GGML_LOG_ERROR, _GGML_LOG_CONT = 4, 5  # ggml.h's ggml_log_level (3 is WARN: the vocab's tokenizer notes)
+_last_shown = False  # whether the message a CONT line continues was shown
+
+
 @lc.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    # ggml level 3 = error: always shown; the rest only when a backend was opened with verbose=True
-    if _VERBOSE or level == 3:
+    # errors always reach the user; warnings (e.g. llama.cpp's notes on a GGUF's tokenizer, which we handle)
+    # and info only when a backend was opened with verbose=True
+    global _last_shown
+    show = _VERBOSE or level == _GGML_LOG_ERROR or (level == _GGML_LOG_CONT and _last_shown)
+    if level != _GGML_LOG_CONT:
+        _last_shown = show
+    if show:
         os.write(2, text)
 
 

@@ -548,12 +548,16 @@ class PRM:
         self, group: list[Chunk], p: int, members: list[int], results: list[np.ndarray | None]
     ) -> None:
         """Run the shared prefix once, then the continuations in batches on copies of its KV cache."""
+        from transformers import DynamicCache
+
+        from ..backends.hf import cache_arg
+
         dec = self.network.decoder
         dev = self.device
         prefix = torch.tensor([group[0].input_ids[:p]], dtype=torch.long, device=dev)
-        out = dec(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+        cache = DynamicCache(config=dec.config)  # ours, so we never read it back through a deprecated name
+        out = dec(input_ids=prefix, attention_mask=torch.ones_like(prefix), **{cache_arg(): cache}, use_cache=True)
         h_prefix = out.last_hidden_state[0]  # (P, H)
-        cache = out.past_key_values
         suffixes = [
             Chunk(c.input_ids[p:], [q - p for q in c.positions], c.step_indices, item=c.item) for c in group
         ]
@@ -565,7 +569,7 @@ class PRM:
             c = copy.deepcopy(cache)
             c.batch_repeat_interleave(b)
             hs = dec(
-                input_ids=t["input_ids"].to(dev), attention_mask=mask, past_key_values=c, use_cache=True
+                input_ids=t["input_ids"].to(dev), attention_mask=mask, **{cache_arg(): c}, use_cache=True
             ).last_hidden_state
             for row, j in enumerate(batch):
                 rows = []

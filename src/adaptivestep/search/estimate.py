@@ -5,7 +5,7 @@ The accuracy at N is the expectation, over all N-subsets of a question's pool, o
 picks from the subset is correct", averaged over questions.
 
 - :func:`subsample_curve` estimates it by drawing ``resamples`` random N-subsets per question WITHOUT
-  replacement (seeded: the stream of question q at size N is ``default_rng([seed, q, N])``, so a value does
+  replacement (seeded: the stream of question q at size N is ``seeds.rng_for(seed, q, N)``, so a value does
   not depend on which other N or questions are asked for). When N equals a pool's size there is only one
   subset, which is evaluated once.
 - :func:`exact_curve` computes the expectation exactly: in closed form for ``oracle``
