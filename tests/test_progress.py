@@ -14,7 +14,7 @@ class _Terminal(io.StringIO):
 
 def test_off_a_terminal_a_fast_loop_writes_a_few_whole_lines() -> None:
     log = io.StringIO()
-    bar = progress_bar(range(5000), desc="head", stream=log)
+    bar = progress_bar(range(5000), desc="head", leave=False, stream=log)
     for i in bar:
         bar.set_postfix(loss=f"{1 / (i + 1):.4f}")  # what the head fit does every epoch
     text = log.getvalue()

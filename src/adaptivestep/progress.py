@@ -60,8 +60,9 @@ def progress_bar(
 ) -> tqdm:  # type: ignore[type-arg]
     """A tqdm bar over ``iterable`` (or updated by hand up to ``total``), written to ``stream`` (stderr).
 
-    ``enabled=False`` gives a silent bar with the same methods. Off a terminal: one line at most every
-    :data:`LOG_INTERVAL_S` seconds (see the module docstring).
+    ``enabled=False`` gives a silent bar with the same methods. ``leave``: keep the finished bar on a
+    terminal (off a terminal it is always kept). Off a terminal: one line at most every
+    :data:`LOG_INTERVAL_S` seconds, plus the first and the last (see the module docstring).
 
     >>> import io
     >>> log = io.StringIO()
@@ -75,5 +76,6 @@ def progress_bar(
     if _is_tty(out):
         return _Bar(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave,
                     file=out, dynamic_ncols=True)
-    return _Bar(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave,
+    # leave=True: a log cannot erase a line, and its last line should say how the bar ended
+    return _Bar(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=True,
                 file=_Lines(out), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ncols=_LOG_NCOLS)
