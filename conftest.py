@@ -4,8 +4,8 @@ what needs an engine instead of failing at collection.
 ``--doctest-modules`` imports every module under ``src/adaptivestep`` to collect its examples, and a module
 whose top-level imports need an extra that is not installed (torch, transformers, llama_cpp, vllm, ray, ...)
 would be a collection error. Such modules are left out here, by reading their top-level imports (without
-importing them) and asking importlib whether each package is installed; the run's header lists them. Test files
-guard themselves with ``pytest.importorskip``.
+importing them) and asking importlib whether each package is installed; the run's header lists them. Test
+files guard themselves with ``pytest.importorskip``.
 """
 
 from __future__ import annotations

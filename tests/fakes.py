@@ -156,7 +156,8 @@ class ScriptedBackend:
                 ids, toks, lps, reason = list(r.prompt_ids), [], [], "length"
                 for _ in range(r.config.max_tokens):
                     lp = self.next_logprobs(ids)
-                    t = draw(lp, rng, temperature=r.config.temperature, top_p=r.config.top_p, top_k=r.config.top_k)
+                    c = r.config
+                    t = draw(lp, rng, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k)
                     toks.append(t)
                     lps.append(float(lp[t]))
                     ids.append(t)
@@ -164,7 +165,8 @@ class ScriptedBackend:
                         reason = "stop"
                         break
                 text, ends = text_offsets(lambda x: self.detokenize(x).encode(), toks)
-                gens.append(Generation(toks, lps, reason, text, ends, prompt_tokens_evaluated=len(r.prompt_ids)))
+                gens.append(Generation(toks, lps, reason, text, ends,
+                                       prompt_tokens_evaluated=len(r.prompt_ids)))
             res.append(gens)
         return res
 

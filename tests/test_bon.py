@@ -106,7 +106,7 @@ def test_majority_votes_on_vote_keys_and_ignores_missing_answers() -> None:
 def test_majority_compares_keys_as_given() -> None:
     """Keys are already canonical: Best-of-N must not normalise them again (code keys keep indentation)."""
     a = "def f(x):\n    if x:\n        return 1\n    return 2"
-    b = "def f(x):\n    if x:\n        return 1\n        return 2"  # other program: differs only in indentation
+    b = "def f(x):\n    if x:\n        return 1\n        return 2"  # another program: only the indentation differs
     pool = [Candidate(0, a), Candidate(1, b), Candidate(2, b), Candidate(3, "X=1"), Candidate(4, "x=1")]
     assert select(pool, "majority").chosen == 1
     assert build_pool(pool, None).n_answers == 4

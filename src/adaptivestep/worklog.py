@@ -12,7 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .seeds import stable_seed  # noqa: F401 - re-exported: rollouts are keyed by it (label.py imports it here)
+# re-exported: rollouts are keyed by it, and the labelling engine imports it from here
+from .seeds import stable_seed  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ def get_checker(kind: str, **opts: Any) -> Checker:
 def vote_key(kind: str, text: str) -> str | None:
     """What a majority vote counts for a response of task ``kind``; ``None`` when it gives no answer.
 
-    math: the final answer as the math checker extracts it, in canonical form (:func:`.math_check.answer_key`).
+    math: the final answer as the math checker extracts it, in canonical form
+    (:func:`.math_check.answer_key`).
     code: the extracted program (:func:`adaptivestep.code_blocks.extract_code`) without blank lines or
     trailing spaces, so identical programs vote together; indentation is kept (it is part of the program).
     Best-of-N compares these keys as they are (:mod:`adaptivestep.search.bon`).

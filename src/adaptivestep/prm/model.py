@@ -556,7 +556,9 @@ class PRM:
         dev = self.device
         prefix = torch.tensor([group[0].input_ids[:p]], dtype=torch.long, device=dev)
         cache = DynamicCache(config=dec.config)  # ours, so we never read it back through a deprecated name
-        out = dec(input_ids=prefix, attention_mask=torch.ones_like(prefix), **{cache_arg(): cache}, use_cache=True)
+        out = dec(
+            input_ids=prefix, attention_mask=torch.ones_like(prefix), **{cache_arg(): cache}, use_cache=True
+        )
         h_prefix = out.last_hidden_state[0]  # (P, H)
         suffixes = [
             Chunk(c.input_ids[p:], [q - p for q in c.positions], c.step_indices, item=c.item) for c in group

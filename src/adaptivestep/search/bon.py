@@ -14,7 +14,8 @@ Rules (registry :data:`RULES`):
   (``Selection.fallback``). Steps are never invented for a candidate that has none.
 - ``majority``: the most frequent answer key; None / blank keys do not vote. Keys are compared as given:
   they are already canonical (:func:`adaptivestep.checkers.vote_key`, the one answer normaliser), so a
-  second normalisation cannot merge answers (or programs) the key keeps apart. The chosen candidate is the lowest-index one holding the winning answer.
+  second normalisation cannot merge answers (or programs) the key keeps apart. The chosen candidate is the
+  lowest-index one holding the winning answer.
 - ``weighted-majority``: each candidate with an answer and valid scores votes with its aggregated score
   (aggregation ``weighted_how``, default ``min``); the answer with the largest sum wins, and the chosen
   candidate is the highest-scoring one holding it. No such voter -> fallback to ``majority``.
