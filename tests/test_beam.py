@@ -1,21 +1,15 @@
-"""Step-level beam search and Best-of-N with early rejection, against the scripted doubles of test_tvd.py."""
+"""Step-level beam search and Best-of-N with early rejection, against the scripted doubles of fakes.py."""
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
-from test_tvd import PROMPT, ScriptedBackend, ScriptedScorer, by_position
+from fakes import PROMPT, ScriptedBackend, ScriptedScorer, by_position
 
-import adaptivestep.search.beam as beam_mod
-from adaptivestep.sampling import rng_for
 from adaptivestep.search.aggregate import aggregate
-from adaptivestep.search.beam import BeamConfig, beam_search, extend_step, steps_of
+from adaptivestep.search.beam import BeamConfig, beam_search, extend_step
+from adaptivestep.search.common import steps_of
 from adaptivestep.search.early_reject import EarlyRejectConfig, best_of_n_early_reject
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(beam_mod).failed == 0
+from adaptivestep.seeds import rng_for
 
 
 def test_steps_of() -> None:
@@ -110,17 +104,7 @@ def _run(relative: float, absolute: float = 0.0, min_keep: int = 2, n: int = 8):
 
 
 def test_early_rejection_cost_counts_eos_draws_like_the_plain_estimate() -> None:
-    class KeepsEos(ScriptedBackend):  # like llama.cpp: the EOS draw stays in token_ids
-        def generate(self, requests):  # type: ignore[no-untyped-def]
-            out = super().generate(requests)
-            for gens in out:
-                for g in gens:
-                    if g.finish_reason == "stop":
-                        g.token_ids.append(self.eos_id)
-                        g.logprobs.append(0.0)
-            return out
-
-    be, sc = KeepsEos(by_position(STEPPY)), ScriptedScorer(bad_if_x)
+    be, sc = ScriptedBackend(by_position(STEPPY)), ScriptedScorer(bad_if_x)  # keeps EOS draws, as the real ones
     cfg = EarlyRejectConfig(n=3, chunk=2, max_tokens=64, tau=0.5, relative=0.0, seed=1)
     res = best_of_n_early_reject(be, sc, "q", PROMPT, cfg)
     assert all(c.finished and c.finish_reason == "stop" for c in res.candidates)  # every one ended by EOS
@@ -131,13 +115,13 @@ def test_early_rejection_cost_counts_eos_draws_like_the_plain_estimate() -> None
 def test_early_rejection_saves_tokens_and_loses_nothing() -> None:
     plain, _ = _run(relative=0.0)
     res, sc = _run(relative=0.5)
-    assert plain.tokens_generated == 8 * 12 and plain.tokens_saved_estimate == 0
+    assert plain.tokens_generated == 8 * (12 + 1) and plain.tokens_saved_estimate == 0  # + the EOS draw
     assert all(c.rejected_at is None and c.finished for c in plain.candidates)
     rejected = [c for c in res.candidates if c.rejected_at is not None]
     survivors = [c for c in res.candidates if c.rejected_at is None]
     assert rejected and all(c.rejected_at == 1 and c.text.startswith("x") for c in rejected)
     assert all(not c.text.startswith("x") for c in survivors) and len(survivors) >= 2
-    assert res.tokens_generated == 12 * len(survivors) + 3 * len(rejected) < plain.tokens_generated
+    assert res.tokens_generated == 13 * len(survivors) + 3 * len(rejected) < plain.tokens_generated
     assert res.tokens_plain_estimate == plain.tokens_generated  # equal lengths: the estimate is exact
     assert res.tokens_saved_estimate == plain.tokens_generated - res.tokens_generated
     # never lost or re-ordered; same seeds -> survivors are exactly the plain run's candidates

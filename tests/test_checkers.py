@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from adaptivestep.checkers import CHECKERS, Checker, CodeChecker, MathChecker, Verdict, get_checker
-from adaptivestep.checkers.code_check import build_program, defines, entry_name, extract_code
+from adaptivestep.checkers.code_check import build_program, defines, entry_name
 from adaptivestep.checkers.math_check import extract_answer, last_boxed, last_number, parse_number
+from adaptivestep.checkers.sandbox_runner import SandboxLimits
+from adaptivestep.code_blocks import extract_code
 from adaptivestep.records import Problem
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -382,6 +384,19 @@ def test_code_check_many_order_and_hostile_answers() -> None:
     assert [v.correct for v in verdicts] == [True, False, False, False, False, False, False, True]
     assert "timeout" in verdicts[2].reason and "exit" in verdicts[4].reason
     assert verdicts[5].extracted is None and verdicts[0].extracted == good
+
+
+def test_code_checker_keeps_the_limits_it_is_given() -> None:
+    """``limits=SandboxLimits(timeout_s=...)`` is the timeout used; an explicit ``timeout_s`` overrides it."""
+    assert CodeChecker(limits=SandboxLimits(timeout_s=30)).limits.timeout_s == 30
+    assert CodeChecker(limits=SandboxLimits(memory_mb=512)).limits.memory_mb == 512
+    assert CodeChecker(timeout_s=4.0, limits=SandboxLimits(timeout_s=30)).limits.timeout_s == 4.0
+    assert CodeChecker().limits == SandboxLimits()  # the defaults: 10 s, 1024 MiB
+    tests = "def check(candidate):\n    assert candidate(2) == 4\n"
+    p = Problem(id="d", question="Write double(x).", kind="code", tests=tests, entry_point="double")
+    slow = "```python\nimport time\ntime.sleep(3)\ndef double(x):\n    return 2 * x\n```"
+    v = CodeChecker(limits=SandboxLimits(timeout_s=1.0)).check(p, slow)
+    assert not v.correct and v.reason.startswith("timeout after 1 s"), v.reason
 
 
 def test_code_bad_problem_raises() -> None:

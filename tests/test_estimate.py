@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 from itertools import combinations
 from math import comb
 
 import numpy as np
 import pytest
 
-import adaptivestep.search.estimate as est_mod
 from adaptivestep.search.bon import Candidate, build_pool, select
 from adaptivestep.search.estimate import (
     TooManySubsetsError,
@@ -21,10 +19,6 @@ from adaptivestep.search.estimate import (
     random_subsets,
     subsample_curve,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(est_mod).failed == 0
 
 
 def _pool(rng: np.random.Generator, n: int) -> list[Candidate]:
@@ -143,3 +137,17 @@ def test_too_many_subsets() -> None:
 def _closed_prm_tie_case() -> float:
     # all scores equal: the lowest index in the subset wins; P(index i is the lowest) = C(29-i, 14)/C(30, 15)
     return sum(comb(29 - i, 14) for i in range(0, 30, 2)) / comb(30, 15)
+
+
+def test_majority_curve_keeps_programs_that_differ_in_indentation_apart() -> None:
+    """Code vote keys are programs: two that differ only in indentation are different answers."""
+    from adaptivestep.checkers import vote_key
+
+    right = "```python\nfor x in xs:\n    total += x\nprint(total)\n```"
+    wrong = "```python\nfor x in xs:\n    total += x\n    print(total)\n```"
+    other = "```python\nprint(0)\n```"
+    texts = [(wrong, False), (right, True), (right, True), (other, False)]
+    pool = [Candidate(i, vote_key("code", t), None, ok) for i, (t, ok) in enumerate(texts)]
+    assert len({c.answer for c in pool}) == 3
+    (point,) = subsample_curve([pool], "majority", [4], resamples=1)
+    assert point.mean == 1.0  # "right" has two votes; merged with "wrong" the first holder (wrong) would win

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import label_job  # noqa: E402
 
 from adaptivestep.jsonl import read_records  # noqa: E402
-from adaptivestep.records import LabeledRecord  # noqa: E402
+from adaptivestep.records import LabeledRecord, Sample  # noqa: E402
 from adaptivestep.worklog import WorkLog  # noqa: E402
 
 
@@ -32,9 +32,11 @@ def test_exhaustive_records_are_valid(inputs):
     recs = list(read_records(inputs / "exhaustive.jsonl", LabeledRecord))
     n_splits = sum(1 for _ in read_records(inputs / "splits.jsonl", __import__("adaptivestep.records").records.StepSplit))
     assert len(recs) == n_splits >= 10
+    texts = {(s.problem_id, s.sample_index): s.text for s in read_records(inputs / "samples.jsonl", Sample)}
     for r in recs:
         assert len(r.labels) == len(r.completions) == len(r.soft_labels)
-        assert "".join(r.completions)  # steps concatenate to the response
+        # steps concatenate to the response (which may be empty: a sample can start with EOS)
+        assert "".join(r.completions) == texts[(r.problem_id, r.sample_index)]
         assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in r.soft_labels)
         assert r.labels[-1] == (1.0 if r.final_correct else 0.0)
         inner = r.rollouts[:-1]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from adaptivestep import split as split_mod
 from adaptivestep.records import Sample, StepSplit
 from adaptivestep.split import (
     SPLITTERS,
@@ -51,10 +49,6 @@ def make_sample(
     )
     s.validate()
     return s
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(split_mod).failed == 0
 
 
 # ------------------------------------------------------------------------------------------- confidence

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
 import numpy as np
 import pytest
 
-from adaptivestep import stats as stats_mod
 from adaptivestep.records import Sample, StepSplit
 from adaptivestep.split import SplitParams, split_samples
 from adaptivestep.stats import CATEGORIES, format_stats, split_stats, token_category
@@ -74,10 +72,6 @@ def crafted() -> tuple[Sample, StepSplit]:
     s = make_sample([p for p, _ in CRAFTED], [LOW if b else HIGH for _, b in CRAFTED])
     [sp] = split_samples([s], "confidence", SplitParams(tau=0.5))
     return s, sp
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(stats_mod).failed == 0
 
 
 def test_token_category_rules() -> None:

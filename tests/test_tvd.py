@@ -1,121 +1,16 @@
-"""Token-level value-guided decoding against a scripted backend and a scripted PRM.
-
-``ScriptedBackend`` and ``ScriptedScorer`` are also used by test_beam.py.
-"""
+"""Token-level value-guided decoding against the scripted backend and PRM of fakes.py."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import numpy as np
 import pytest
+from fakes import PROMPT, ScriptedBackend, ScriptedScorer, by_position
 
-from adaptivestep.backends.base import Backend, Generation, GenRequest
-from adaptivestep.sampling import draw, rng_for
+from adaptivestep.backends.base import Backend
 from adaptivestep.scoring import StepScorer
 from adaptivestep.search.tvd import TVDConfig, tvd_decode
-
-# ----------------------------------------------------------------------------------------- test doubles
-
-Dist = Callable[[str], dict[str, float]]  # response text so far -> {char: probability}
-
-
-class ScriptedBackend:
-    """A character-level fake policy: token i is ``vocab[i]``; the last id is EOS (decodes to "").
-
-    ``dist(response_text)`` gives the next-token distribution as ``{char: prob}`` ("$" = EOS; unlisted tokens
-    get a tiny mass), where the response is everything after the first ``prompt_len`` ids. Every
-    ``next_logprobs`` prefix is recorded in ``calls``. ``generate`` samples with the same per-continuation
-    streams as the real backends (``rng_for(seed, j)``) and leaves EOS out of ``token_ids``.
-    """
-
-    name = "scripted"
-    model_id = "scripted"
-
-    def __init__(self, dist: Dist, vocab: str = "abcdx?") -> None:
-        self.vocab = list(vocab)
-        self.eos_id = len(self.vocab)
-        self.dist = dist
-        self.prompt_len = 1
-        self.calls: list[tuple[int, ...]] = []
-
-    def tokenize(self, text: str) -> list[int]:
-        return [self.vocab.index(ch) for ch in text]
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return "".join(self.vocab[i] for i in ids if i != self.eos_id)
-
-    def chat_prompt(self, user: str, system: str | None = None) -> str:
-        return "?"
-
-    def is_eos(self, token_id: int) -> bool:
-        return token_id == self.eos_id
-
-    def next_logprobs(self, ids: Sequence[int]) -> np.ndarray:
-        self.calls.append(tuple(ids))
-        d = self.dist(self.detokenize(list(ids)[self.prompt_len:]))
-        p = np.full(self.eos_id + 1, 1e-9)
-        for ch, q in d.items():
-            p[self.eos_id if ch == "$" else self.vocab.index(ch)] = q
-        return np.log(p / p.sum())
-
-    def score(self, prompt_ids: Sequence[int], token_ids: Sequence[int]) -> list[float]:
-        ids = list(prompt_ids)
-        out = []
-        for t in token_ids:
-            out.append(float(self.next_logprobs(ids)[t]))
-            ids.append(t)
-        return out
-
-    def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
-        res = []
-        for r in requests:
-            gens = []
-            for j in range(r.n):
-                rng = rng_for(r.seed, j)
-                ids, toks, lps, reason = list(r.prompt_ids), [], [], "length"
-                for _ in range(r.config.max_tokens):
-                    lp = self.next_logprobs(ids)
-                    t = draw(lp, rng, temperature=r.config.temperature, top_p=r.config.top_p, top_k=r.config.top_k)
-                    if self.is_eos(t):
-                        reason = "stop"
-                        break
-                    toks.append(t)
-                    lps.append(float(lp[t]))
-                    ids.append(t)
-                    if any(self.detokenize(toks).endswith(s) for s in r.config.stop):
-                        reason = "stop"
-                        break
-                text = self.detokenize(toks)
-                gens.append(Generation(toks, lps, reason, text, list(range(1, len(toks) + 1)),
-                                       prompt_tokens_evaluated=len(r.prompt_ids)))
-            res.append(gens)
-        return res
-
-    def close(self) -> None:
-        return None
-
-
-class ScriptedScorer:
-    """A fake PRM: ``step_score(question, steps_so_far)`` gives the score of the last of ``steps_so_far``.
-    Records every batch it is given."""
-
-    def __init__(self, step_score: Callable[[str, list[str]], float]) -> None:
-        self.step_score = step_score
-        self.batches: list[list[tuple[str, list[str]]]] = []
-
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        self.batches.append([(q, list(s)) for q, s in items])
-        return [[self.step_score(q, list(steps[: i + 1])) for i in range(len(steps))] for q, steps in items]
-
-
-def by_position(table: list[dict[str, float]], after: dict[str, float] | None = None) -> Dist:
-    """Distribution = table[len(response)], then ``after`` (default: EOS for sure)."""
-    return lambda resp: table[len(resp)] if len(resp) < len(table) else (after or {"$": 1.0})
-
-
-PROMPT = [5]  # "?"
 
 
 def test_doubles_satisfy_the_protocols() -> None:
@@ -186,7 +81,7 @@ def test_threshold_zero_is_greedy_and_never_calls_the_prm() -> None:
 def test_prefix_grows_one_token_per_call() -> None:
     """Each call extends the previous prefix by one token: a prefix-caching backend runs one new token."""
     be, sc = ScriptedBackend(by_position(TABLE)), ScriptedScorer(likes("c"))
-    tvd_decode(be, sc, "q", PROMPT, TVDConfig())
+    tvd_decode(be, sc, "q", PROMPT, TVDConfig(threshold=0.55))
     for prev, cur in zip(be.calls, be.calls[1:]):
         assert cur[:-1] == prev and len(cur) == len(prev) + 1
     assert be.calls[0] == tuple(PROMPT)
@@ -194,13 +89,13 @@ def test_prefix_grows_one_token_per_call() -> None:
 
 def test_max_tokens_and_eos_candidate() -> None:
     be = ScriptedBackend(lambda resp: {"a": 1.0})
-    out = tvd_decode(be, ScriptedScorer(likes("a")), "q", PROMPT, TVDConfig(max_tokens=7))
+    out = tvd_decode(be, ScriptedScorer(likes("a")), "q", PROMPT, TVDConfig(threshold=0.55, max_tokens=7))
     assert out.finish_reason == "length" and out.text == "a" * 7 and len(out.logprobs) == 7
     # at position 2 EOS is a candidate; a PRM that prefers ending ("ab" scored as the last step) stops there
     table = [{"a": 1.0}, {"b": 1.0}, {"c": 0.4, "$": 0.35, "d": 0.25}]
     be = ScriptedBackend(by_position(table, {"a": 1.0}))
     sc = ScriptedScorer(lambda q, steps: 0.95 if steps[-1] == "ab" else 0.1)
-    out = tvd_decode(be, sc, "q", PROMPT, TVDConfig(k=3, max_tokens=10))
+    out = tvd_decode(be, sc, "q", PROMPT, TVDConfig(threshold=0.55, k=3, max_tokens=10))
     assert out.text == "ab" and out.finish_reason == "stop"
     assert sc.batches[0] == [("q", ["abc"]), ("q", ["ab"]), ("q", ["abd"])]
     assert out.boundaries == [2]
@@ -212,7 +107,7 @@ def test_scorer_with_wrong_output_is_an_error() -> None:
             return [[0.5]]
 
     with pytest.raises(ValueError, match="tvd_decode: scorer returned 1 score lists for 3 items"):
-        tvd_decode(ScriptedBackend(by_position(TABLE)), Bad(), "q", PROMPT, TVDConfig(k=3))
+        tvd_decode(ScriptedBackend(by_position(TABLE)), Bad(), "q", PROMPT, TVDConfig(threshold=0.55, k=3))
 
 
 def test_config_validation() -> None:
@@ -230,3 +125,21 @@ def test_paper_thresholds_by_task_kind():
     assert paper_threshold("math") == 0.55 and paper_threshold("code") == 0.28
     with pytest.raises(ValueError, match="task kind"):
         paper_threshold("poetry")
+
+
+def test_default_threshold_follows_the_task_kind() -> None:
+    """TVDConfig() has no threshold of its own: the task kind picks the paper's (code 0.28, not math's 0.55)."""
+    from adaptivestep.search.tvd import threshold_for
+
+    be, sc = ScriptedBackend(by_position(TABLE)), ScriptedScorer(likes("zz"))
+    code = tvd_decode(be, sc, "q", PROMPT, TVDConfig(), kind="code")
+    math_ = tvd_decode(be, sc, "q", PROMPT, TVDConfig(), kind="math")
+    # top probabilities 0.9, 0.5, 0.95, 0.3, 0.6: only math's 0.55 is above 0.5 and 0.3
+    assert [iv.position for iv in code.interventions] == []
+    assert [iv.position for iv in math_.interventions] == [1, 3]
+    assert threshold_for("code", TVDConfig().threshold) == 0.28
+    # a set threshold wins over the kind
+    assert [iv.position for iv in tvd_decode(be, sc, "q", PROMPT, TVDConfig(threshold=0.4), kind="code")
+            .interventions] == [3]
+    with pytest.raises(ValueError, match="task kind"):
+        tvd_decode(be, sc, "q", PROMPT, TVDConfig())

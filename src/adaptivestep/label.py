@@ -412,9 +412,9 @@ def label_files(
         todo = todo[:limit]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(todo), desc="label", unit="sample", dynamic_ncols=True)
+        bar = progress_bar(total=len(todo), desc="label", unit="sample")
     n_roll = 0
     t_start = time.perf_counter()
 

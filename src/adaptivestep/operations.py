@@ -147,9 +147,9 @@ def tvd_problems(
     done = {r.problem_id: r for r in read_records(out, TVDRecord, tolerate_torn_tail=True)} if out.exists() else {}
     todo: Iterable[Problem] = [p for p in problems if p.id not in done]
     if progress:
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        todo = tqdm(todo, desc="tvd", unit="question", dynamic_ncols=True)
+        todo = progress_bar(todo, desc="tvd", unit="question")
     with JsonlWriter(out) as w:
         for p in todo:
             cfg = config(p.kind)

@@ -16,7 +16,7 @@ from pathlib import Path
 from .backends.base import Backend, GenRequest, SamplingConfig
 from .jsonl import JsonlWriter, read_records
 from .records import Problem, Sample, problems_path_for
-from .worklog import stable_seed
+from .seeds import stable_seed
 
 
 @dataclass
@@ -153,9 +153,9 @@ def _generate(backend: Backend, problems: Sequence[Problem], n: int, config: Sam
     total = sum(j[4] for j in jobs)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=total, desc="sample", unit="resp", dynamic_ncols=True)
+        bar = progress_bar(total=total, desc="sample", unit="resp")
     t0 = time.perf_counter()
     settings = asdict(config)
     i = 0

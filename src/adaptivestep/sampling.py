@@ -21,11 +21,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def rng_for(seed: int, index: int) -> np.random.Generator:
-    """The random stream of continuation ``index`` of a request with ``seed`` (batching-independent)."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index)])
-
-
 def draw(
     logprobs: np.ndarray,
     rng: np.random.Generator,

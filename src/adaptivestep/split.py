@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from .code_blocks import code_span
 from .records import Sample, StepSplit
+from .seeds import rng_for
 
 Region = tuple[int, int]
 
@@ -257,17 +258,14 @@ def newline_boundaries(
     return _merge_blank_steps(text, ends, _finish(cuts, n))
 
 
-_FENCE = re.compile(r"```")
-_PYTHON_TAGS = ("python", "python3", "py")
-
-
 def code_region(text: str, token_end_chars: Sequence[int]) -> Region | None:
-    """Token range ``(start, end)`` of the code in a response: the content of the first fenced block.
+    """Token range ``(start, end)`` of the code in a response: the content of its code block.
 
-    The first block tagged ```` ```python```` (or ``py``/``python3``) is used, else the first fenced block of
-    any language; an unclosed block (truncated response) runs to the end of the text. The range covers the
-    tokens holding the block's first to last non-whitespace character (fence lines excluded unless a token
-    straddles them). ``None`` when there is no fenced block or it is blank: then the whole response counts.
+    The block is the one :func:`adaptivestep.code_blocks.code_span` finds (the first ```` ```python```` /
+    ``py`` / ``python3`` block, else the first fenced block; an unclosed block runs to the end of the text),
+    so the splitter tags exactly the code the checker runs. The range covers the tokens holding the block's
+    first to last non-whitespace character (fence lines excluded unless a token straddles them). ``None``
+    when there is no fenced block or it is blank: then the whole response counts.
 
     >>> text = "Here:\\n```python\\nx = 1\\n```\\nDone."
     >>> pieces = ["Here", ":\\n", "```", "python", "\\n", "x", " =", " 1", "\\n", "```", "\\n", "Done", "."]
@@ -277,19 +275,10 @@ def code_region(text: str, token_end_chars: Sequence[int]) -> Region | None:
     """
     ends = _check_offsets(text, token_end_chars)
     n = len(ends)
-    fences = [m.start() for m in _FENCE.finditer(text)]
-    blocks: list[tuple[str, int, int]] = []  # (language tag, content start, content end)
-    for j in range(0, len(fences), 2):
-        open_at = fences[j] + 3
-        eol = text.find("\n", open_at)
-        close_at = fences[j + 1] if j + 1 < len(fences) else len(text)
-        if eol == -1 or eol >= close_at:  # "```x```" inline or a fence with no content line
-            continue
-        tag = text[open_at:eol].strip().lower()
-        blocks.append((tag, eol + 1, close_at))
-    if not blocks:
+    span = code_span(text)
+    if span is None:
         return None
-    tag, a, b = next((blk for blk in blocks if blk[0] in _PYTHON_TAGS), blocks[0])
+    a, b = span
     content = text[a:b]
     if not content.strip():
         return None
@@ -412,7 +401,7 @@ def split_fixed(sample: Sample, params: SplitParams) -> StepSplit:
 
 def sample_rng(seed: int, sample: Sample) -> np.random.Generator:
     """The random stream of one sample: depends on (seed, problem id, sample index), not on sample order."""
-    return np.random.default_rng([seed, zlib.crc32(sample.problem_id.encode("utf-8")), sample.sample_index])
+    return rng_for(seed, sample.problem_id, sample.sample_index)
 
 
 def split_random(sample: Sample, params: SplitParams) -> StepSplit:

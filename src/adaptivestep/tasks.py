@@ -10,10 +10,11 @@ Code tasks (how a candidate is judged): the program
 
     meta["preamble"]  +  candidate code  +  Problem.tests
 
-is run as one Python file; it passes iff it exits 0 (``tests`` defines ``check(candidate)`` and ends with the
-``check(<entry_point>)`` call). :func:`build_test_program` assembles it. The preamble holds what the data set
-puts before the solution: LeetCodeDataset's imports and ``ListNode``/``TreeNode`` helpers, HumanEval's
-whole prompt (imports, helper functions and a docstring-only stub that the candidate redefines).
+is run (:func:`adaptivestep.checkers.code_check.build_program` assembles it, with the exact rules); it passes
+iff it exits 0 (``tests`` defines ``check(candidate)`` and ends with the ``check(<entry_point>)`` call). The
+preamble holds what the data set puts before the solution: LeetCodeDataset's imports and
+``ListNode``/``TreeNode`` helpers, HumanEval's whole prompt (imports, helper functions and a docstring-only
+stub that the candidate redefines).
 ``meta["reference_code"]`` is the data set's canonical solution in the same form as a candidate.
 """
 
@@ -26,11 +27,11 @@ import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from .checkers.math_check import number_text, parse_number
 from .jsonl import DataError, iter_json
 from .records import TASK_KINDS, Problem, RecordError
 
@@ -108,32 +109,9 @@ def _unique(items: list[tuple[str, Problem]]) -> list[Problem]:
 # Answers
 
 
-def normalize_number(s: str) -> str:
-    """Canonical text of a number: commas, ``$`` and trailing decimal zeros dropped.
-
-    Raises ValueError when ``s`` is not a number.
-
-    >>> normalize_number("1,234")
-    '1234'
-    >>> normalize_number("$5.00")
-    '5'
-    >>> normalize_number("-2.50")
-    '-2.5'
-    """
-    t = s.strip().replace(",", "").replace("\\$", "").replace("$", "").replace(" ", "")
-    try:
-        d = Decimal(t)
-    except InvalidOperation:
-        raise ValueError(f"not a number: {s!r}") from None
-    if not d.is_finite():
-        raise ValueError(f"not a number: {s!r}")
-    if d == d.to_integral_value():
-        return str(int(d))
-    return format(d.normalize(), "f")
-
-
 def gsm8k_gold(answer_text: str) -> str:
-    """The gold number of a GSM8K ``answer`` field: what follows ``####``, normalised.
+    """The gold number of a GSM8K ``answer`` field: what follows ``####``, in the math checker's canonical
+    form (:func:`~adaptivestep.checkers.math_check.number_text`, the one answer normaliser).
 
     Raises ValueError when there is no ``#### <number>``.
 
@@ -144,7 +122,11 @@ def gsm8k_gold(answer_text: str) -> str:
     """
     if "####" not in answer_text:
         raise ValueError("answer has no '#### <number>' line")
-    return normalize_number(answer_text.rsplit("####", 1)[1])
+    tail = answer_text.rsplit("####", 1)[1]
+    n = parse_number(tail)
+    if n is None:
+        raise ValueError(f"not a number after '####': {tail.strip()!r}")
+    return number_text(n)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -561,26 +543,12 @@ def render_prompt(problem: Problem, backend: _ChatTemplate, system: str | None =
     return backend.chat_prompt(build_user_message(problem), system=system)
 
 
-def build_test_program(problem: Problem, code: str) -> str:
-    """The Python file that judges ``code`` for a code task: preamble + code + tests (exit 0 = pass).
-
-    >>> p = Problem(id="t", question="inc", kind="code", entry_point="inc",
-    ...             tests="def check(f):\\n    assert f(1) == 2\\n\\ncheck(inc)\\n")
-    >>> ns = {}; exec(build_test_program(p, "def inc(x):\\n    return x + 1"), ns)
-    """
-    if problem.kind != "code" or not problem.tests:
-        raise ValueError(f"problem {problem.id!r} is not a code task with tests")
-    preamble = (problem.meta.get("preamble") or "").rstrip()
-    return "\n\n".join([preamble, code.strip("\n"), problem.tests.lstrip("\n")])
-
-
 __all__ = [
     "CODE_INSTRUCTION",
     "DEFAULT_SYSTEM",
     "MATH_INSTRUCTION",
     "TASKS",
     "TaskSource",
-    "build_test_program",
     "build_user_message",
     "gsm8k_gold",
     "iter_json_any",
@@ -591,7 +559,6 @@ __all__ = [
     "load_math500",
     "load_problems",
     "load_tasks",
-    "normalize_number",
     "render_prompt",
     "with_check_call",
 ]

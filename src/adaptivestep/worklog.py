@@ -8,20 +8,12 @@ rollouts whose insert returned.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def stable_seed(*parts: object) -> int:
-    """A 32-bit seed from any parts, stable across processes and Python versions (unlike ``hash``).
-
-    >>> stable_seed("gsm8k/test/1", 0, 17) == stable_seed("gsm8k/test/1", 0, 17)
-    True
-    """
-    h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(h[:4], "little")
+# re-exported: rollouts are keyed by it, and the labelling engine imports it from here
+from .seeds import stable_seed  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ Callers only use :class:`Backend`. A backend turns token-id prompts into sampled
 exact log-probability of each sampled token under the temperature-1 model distribution.
 
 Determinism: continuation ``j`` of a request with seed ``s`` draws its random numbers from
-``numpy.random.default_rng([s, j])``, so its tokens do not depend on how requests are batched. Together
-with deterministic logits this makes a rollout a pure function of (prefix, seed, j) - the property that
+:func:`adaptivestep.seeds.rng_for` ``(s, j)``, so its tokens do not depend on how requests are batched.
+Together with deterministic logits this makes a rollout a pure function of (prefix, seed, j) - the property that
 resumable labelling relies on.
 """
 
@@ -73,7 +73,15 @@ class GenRequest:
 
 @dataclass
 class Generation:
-    """One continuation: response tokens only (prompt excluded)."""
+    """One continuation: response tokens only (prompt excluded).
+
+    End of sequence, the same in every backend (llama.cpp, transformers, the test doubles): a drawn
+    end-of-generation token (``Backend.is_eos``) is KEPT as the last entry of ``token_ids``, with its
+    log-prob in ``logprobs`` and its entry in ``token_end_chars`` (equal to the previous one), and it adds
+    NO characters to ``text``; ``finish_reason`` is then ``"stop"``. A continuation cut by ``max_tokens`` or a stop string
+    has no EOS. So ``len(token_ids) == len(logprobs) == len(token_end_chars)`` always, and callers that
+    continue a response (rollouts, early rejection) drop a final EOS themselves.
+    """
 
     token_ids: list[int]
     logprobs: list[float]  # temperature-1 log p of each sampled token

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import codecs
 import copy
+import functools
+import inspect
 import json
 import os
 import re
@@ -39,14 +41,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GgufConfig
 
 from adaptivestep.backends.base import Generation, GenRequest, text_offsets
+from adaptivestep.devices import resolve_device, torch_dtype
 from adaptivestep.models import ModelError, cache_dir, resolve_model
-from adaptivestep.sampling import draw, log_softmax, rng_for, top_alternatives
+from adaptivestep.sampling import draw, log_softmax, top_alternatives
+from adaptivestep.seeds import rng_for
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 # Token strings llama.cpp also treats as end-of-generation; added to the EOS set when they are special tokens
 # of the vocabulary, so both backends stop on the same tokens.
 EOG_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<EOT>")
@@ -57,15 +56,17 @@ _SOURCE_FILE = "adaptivestep_source.json"  # written into a converted directory:
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def _torch_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
+@functools.cache
+def cache_arg() -> str:
+    """Name of the KV-cache argument of a transformers model's ``forward``: ``cache`` in current releases,
+    ``past_key_values`` before (which current releases still accept, with a deprecation warning per run).
 
+    >>> cache_arg() in ("cache", "past_key_values")
+    True
+    """
+    from transformers import LlamaModel  # any decoder: the argument is named the same in every model
 
-def default_device() -> str:
-    """``"cuda"`` when a GPU is visible to torch, else ``"cpu"``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 def _source_stamp(gguf: Path) -> dict[str, Any]:
@@ -166,12 +167,12 @@ def load_hf_model(model: str | Path, dtype: str = "float32", device: str = "cpu"
 
     >>> model, tok = load_hf_model("smollm2-135m")  # doctest: +SKIP
     """
-    torch_dtype = _torch_dtype(dtype)
+    dtype_ = torch_dtype(dtype)
     path = resolve_model(str(model))
     hf_dir = gguf_to_hf(path) if path.is_file() else path
     try:
         tok = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
-        net = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch_dtype, local_files_only=True)
+        net = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype_, local_files_only=True)
     except Exception as e:
         raise ModelError(f"cannot load Hugging Face model from {hf_dir}: {type(e).__name__}: {e}") from e
     return net.to(device).eval(), tok  # type: ignore[arg-type]  # transformers types .to() oddly
@@ -288,7 +289,7 @@ class HFBackend:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         path = resolve_model(str(model))  # model_id = the weights' path, as the llama.cpp backend reports it
-        net, tok = load_hf_model(path, dtype=dtype, device=device or default_device())
+        net, tok = load_hf_model(path, dtype=dtype, device=resolve_device(device))
         self._setup(net, tok, str(path), max_batch)
 
     @classmethod
@@ -378,7 +379,7 @@ class HFBackend:
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=self._ids([list(req.prompt_ids)]),
-            past_key_values=cache,
+            **{cache_arg(): cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -434,7 +435,7 @@ class HFBackend:
                 cache.batch_select_indices(torch.tensor(still, device=self.device))
                 active = [active[r] for r in still]
             out = self.model(
-                input_ids=self._ids([[toks[i][-1]] for i in active]), past_key_values=cache, use_cache=True
+                input_ids=self._ids([[toks[i][-1]] for i in active]), **{cache_arg(): cache}, use_cache=True
             )
             rows_lp = log_softmax(out.logits[:, -1].float().cpu().numpy())  # (rows, V)
         gens = []

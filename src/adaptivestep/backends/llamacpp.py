@@ -60,7 +60,8 @@ import llama_cpp as lc
 import numpy as np
 
 from adaptivestep.backends.base import Generation, GenRequest, SamplingConfig, text_offsets
-from adaptivestep.sampling import draw, log_softmax, rng_for, top_alternatives
+from adaptivestep.sampling import draw, log_softmax, top_alternatives
+from adaptivestep.seeds import rng_for
 
 GGML_TYPE_BF16 = 30  # ggml.h's enum value; llama_cpp does not export the name
 
@@ -72,10 +73,19 @@ _VERBOSE = False
 _BACKEND_READY = False
 
 
+_GGML_LOG_ERROR, _GGML_LOG_CONT = 4, 5  # ggml.h's ggml_log_level (3 is WARN: the vocab's tokenizer notes)
+_last_shown = False  # whether the message a CONT line continues was shown
+
+
 @lc.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    # ggml level 3 = error: always shown; the rest only when a backend was opened with verbose=True
-    if _VERBOSE or level == 3:
+    # errors always reach the user; warnings (e.g. llama.cpp's notes on a GGUF's tokenizer, which we handle)
+    # and info only when a backend was opened with verbose=True
+    global _last_shown
+    show = _VERBOSE or level == _GGML_LOG_ERROR or (level == _GGML_LOG_CONT and _last_shown)
+    if level != _GGML_LOG_CONT:
+        _last_shown = show
+    if show:
         os.write(2, text)
 
 

@@ -50,7 +50,8 @@ class Checker(Protocol):
 
 
 # Imported after Verdict / Checker exist: the checker modules import them from this package.
-from .code_check import CodeChecker, extract_code
+from ..code_blocks import extract_code
+from .code_check import CodeChecker
 from .math_check import MathChecker, answer_key
 
 CHECKERS: dict[str, type[Any]] = {"math": MathChecker, "code": CodeChecker}
@@ -76,9 +77,11 @@ def get_checker(kind: str, **opts: Any) -> Checker:
 def vote_key(kind: str, text: str) -> str | None:
     """What a majority vote counts for a response of task ``kind``; ``None`` when it gives no answer.
 
-    math: the final answer as the math checker extracts it, numbers in one canonical form
-    (:func:`.math_check.answer_key`). code: the extracted program (:func:`.code_check.extract_code`) without
-    blank lines or trailing spaces, so identical programs vote together.
+    math: the final answer as the math checker extracts it, in canonical form
+    (:func:`.math_check.answer_key`).
+    code: the extracted program (:func:`adaptivestep.code_blocks.extract_code`) without blank lines or
+    trailing spaces, so identical programs vote together; indentation is kept (it is part of the program).
+    Best-of-N compares these keys as they are (:mod:`adaptivestep.search.bon`).
 
     >>> vote_key("math", "so the total is $1,200.00"), vote_key("code", "```python\\nx = 1   \\n\\n```")
     ('1200', 'x = 1')

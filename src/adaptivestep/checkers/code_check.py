@@ -5,8 +5,9 @@ Program assembly (:func:`build_program`, :func:`build_tests`), for a response an
 the ``check(<entry_point>)`` call) and ``entry_point`` (``has_close_elements``, ``Solution().twoSum``):
 
 1. code = the first fenced block tagged ``python`` / ``python3`` / ``py``, else the first fenced block of any
-   language, else the whole response; an unclosed block (truncated response) runs to the end. These are the
-   rules of :func:`adaptivestep.split.code_region`, so the checker runs the code the splitter tags.
+   language, else the whole response; an unclosed block (truncated response) runs to the end: the one parser
+   :mod:`adaptivestep.code_blocks`, which :func:`adaptivestep.split.code_region` uses too, so the checker runs
+   the code the splitter tags.
 2. head = ``meta["preamble"]`` (:mod:`adaptivestep.tasks`: LeetCodeDataset's imports and ``ListNode`` /
    ``TreeNode`` helpers; HumanEval's prompt), else ``meta["prompt"]`` when it is Python (the raw
    LeetCodeDataset field); then the question, when it is Python and not already in the head (a raw HumanEval
@@ -25,38 +26,14 @@ import ast
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
+from ..code_blocks import extract_code
 from ..records import Problem
 from . import Verdict
 from .sandbox_runner import SandboxLimits, SandboxResult, run_python
 
 DEFAULT_MAX_WORKERS = 2  # sandboxes run at once in check_many; each is one busy CPU core at worst
-
-_FENCE = re.compile(r"```")
-_PYTHON_TAGS = ("python", "python3", "py")
-
-
-def extract_code(text: str) -> str:
-    """The candidate program of a response (see the module docstring for the rules).
-
-    >>> extract_code("Here:\\n```python\\nx = 1\\n```\\nDone.")
-    'x = 1\\n'
-    >>> extract_code("def f():\\n    return 1")
-    'def f():\\n    return 1'
-    """
-    fences = [m.start() for m in _FENCE.finditer(text)]
-    blocks: list[tuple[str, str]] = []  # (language tag, content)
-    for j in range(0, len(fences), 2):
-        open_at = fences[j] + 3
-        eol = text.find("\n", open_at)
-        close_at = fences[j + 1] if j + 1 < len(fences) else len(text)
-        if eol == -1 or eol >= close_at:  # inline ```x``` or a fence with no content line
-            continue
-        blocks.append((text[open_at:eol].strip().lower(), text[eol + 1 : close_at]))
-    for tag, content in blocks:
-        if tag in _PYTHON_TAGS:
-            return content
-    return blocks[0][1] if blocks else text
 
 
 def entry_name(entry_point: str) -> str:
@@ -147,29 +124,24 @@ class CodeChecker:
 
     ``timeout_s``: wall-clock limit per run (seconds). ``memory_mb``: address-space limit (MiB).
     ``max_workers``: sandboxes run at once by :meth:`check_many`. Other sandbox limits: ``limits``.
+    ``timeout_s`` / ``memory_mb`` left at None take their value from ``limits`` (default
+    :class:`~.sandbox_runner.SandboxLimits`: 10 s, 1024 MiB); given, they override it.
     """
 
     kind = "code"
 
     def __init__(
         self,
-        timeout_s: float = 10.0,
-        memory_mb: int = 1024,
+        timeout_s: float | None = None,
+        memory_mb: int | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         limits: SandboxLimits | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"CodeChecker: max_workers must be >= 1, got {max_workers}")
-        base = limits or SandboxLimits()
-        self.limits = SandboxLimits(
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
-            max_processes=base.max_processes,
-            max_output_bytes=base.max_output_bytes,
-            max_file_mb=base.max_file_mb,
-            isolate_network=base.isolate_network,
-            guard=base.guard,
-        )
+        given = {"timeout_s": timeout_s, "memory_mb": memory_mb}
+        # only what the caller set overrides limits: a default here once silently replaced limits.timeout_s
+        self.limits = replace(limits or SandboxLimits(), **{k: v for k, v in given.items() if v is not None})
         self.max_workers = max_workers
 
     def check(self, problem: Problem, response_text: str) -> Verdict:

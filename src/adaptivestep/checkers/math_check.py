@@ -114,10 +114,13 @@ def extract_answer(text: str) -> str | None:
 def answer_key(text: str) -> str | None:
     r"""What majority votes count: :func:`extract_answer` in a canonical form, so that answers the checker
     would judge equal as plain numbers vote together (``$18.00`` and ``18`` -> ``18``, ``\frac{3}{4}`` ->
-    ``0.75``); any other answer is its text with whitespace collapsed. ``None`` when there is no answer.
+    ``0.75``, see :func:`number_text`); any other answer is its text without ``$``, whitespace, case, a final
+    period or thousands commas (``X = 3.`` -> ``x=3``). ``None`` when there is no answer.
 
-    >>> answer_key(r"so \boxed{\frac{3}{4}}"), answer_key("She earns $1,800.00."), answer_key(r"\boxed{2  \pi}")
-    ('0.75', '1800', '2 \\pi')
+    This is the project's one answer normaliser: Best-of-N votes on these keys as they are.
+
+    >>> answer_key(r"so \boxed{\frac{3}{4}}"), answer_key("She earns $1,800.00."), answer_key(r"\boxed{2  \Pi}")
+    ('0.75', '1800', '2\\pi')
     >>> answer_key(r"1/3 of it: \boxed{1/3}"), answer_key("no answer here") is None
     ('1/3', True)
     """
@@ -125,8 +128,21 @@ def answer_key(text: str) -> str | None:
     if a is None:
         return None
     n = parse_number(a)
-    if n is None:
-        return " ".join(a.split())
+    if n is not None:
+        return number_text(n)
+    s = re.sub(r"\s+", "", a.replace("$", "")).lower().rstrip(".")
+    return _THOUSANDS_SEP.sub("", s) or None
+
+
+_THOUSANDS_SEP = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
+
+
+def number_text(n: Fraction) -> str:
+    """Canonical text of an exact number: an integer, else a terminating decimal, else ``a/b``.
+
+    >>> number_text(Fraction(18)), number_text(Fraction(-5, 2)), number_text(Fraction(1, 3))
+    ('18', '-2.5', '1/3')
+    """
     if n.denominator == 1:
         return str(n.numerator)
     d = n.denominator

@@ -357,6 +357,8 @@ class MathShepherdScorer:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ..devices import resolve_device, torch_dtype
+
         model_dir = Path(model_dir).expanduser()
         if not (model_dir / "config.json").is_file():
             raise ModelError(
@@ -368,7 +370,7 @@ class MathShepherdScorer:
         self.step_tag = step_tag
         self.question_sep = question_sep
         self.batch_size = batch_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         self._torch = torch
         tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         if not getattr(tok, "is_fast", False):
@@ -385,9 +387,7 @@ class MathShepherdScorer:
             raise ValueError(f"good_token and bad_token map to the same token id {self.good_id}")
         kwargs: dict[str, Any] = {"local_files_only": True}
         if dtype is not None:
-            if not isinstance(getattr(torch, dtype, None), torch.dtype):
-                raise ValueError(f"dtype={dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
-            kwargs["dtype"] = getattr(torch, dtype)
+            kwargs["dtype"] = torch_dtype(dtype)
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
         self.model = model.to(torch.device(self.device)).eval()  # type: ignore[arg-type]  # transformers stub
         self.max_positions: int | None = getattr(self.model.config, "max_position_embeddings", None)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import DTYPES, resolve_device
 from .data import Chunk, default_prompt_format, encode_item
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,6 @@ HEAD_FILE = "head.safetensors"
 BACKBONE_DIR = "backbone"
 ADAPTER_DIR = "adapter"
 MODES: tuple[str, ...] = ("head", "lora", "full")
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 
 
 class BackboneError(RuntimeError):
@@ -95,13 +91,6 @@ class PRMConfig:
 
 
 # ------------------------------------------------------------------------------------------ loading
-
-
-def auto_device(device: str | None = None) -> str:
-    """``device`` if given, else "cuda" when a GPU is visible, else "cpu"."""
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_backbone(spec: str | Path, *, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
@@ -308,7 +297,7 @@ class PRM:
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        device = auto_device(device)
+        device = resolve_device(device)
         decoder, tok = load_backbone(backbone, dtype=dtype, device=device)
         if prompt_format == "auto":
             prompt_format = default_prompt_format(tok)
@@ -344,7 +333,7 @@ class PRM:
         if not (root / PRM_CONFIG).is_file():
             raise BackboneError(f"{root}: not a PRM directory (no {PRM_CONFIG})")
         cfg = PRMConfig.from_json(root / PRM_CONFIG)
-        device = auto_device(device)
+        device = resolve_device(device)
         dtype = dtype or cfg.dtype
         decoder: Any
         if cfg.mode == "full":
@@ -559,12 +548,18 @@ class PRM:
         self, group: list[Chunk], p: int, members: list[int], results: list[np.ndarray | None]
     ) -> None:
         """Run the shared prefix once, then the continuations in batches on copies of its KV cache."""
+        from transformers import DynamicCache
+
+        from ..backends.hf import cache_arg
+
         dec = self.network.decoder
         dev = self.device
         prefix = torch.tensor([group[0].input_ids[:p]], dtype=torch.long, device=dev)
-        out = dec(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+        cache = DynamicCache(config=dec.config)  # ours, so we never read it back through a deprecated name
+        out = dec(
+            input_ids=prefix, attention_mask=torch.ones_like(prefix), **{cache_arg(): cache}, use_cache=True
+        )
         h_prefix = out.last_hidden_state[0]  # (P, H)
-        cache = out.past_key_values
         suffixes = [
             Chunk(c.input_ids[p:], [q - p for q in c.positions], c.step_indices, item=c.item) for c in group
         ]
@@ -576,7 +571,7 @@ class PRM:
             c = copy.deepcopy(cache)
             c.batch_repeat_interleave(b)
             hs = dec(
-                input_ids=t["input_ids"].to(dev), attention_mask=mask, past_key_values=c, use_cache=True
+                input_ids=t["input_ids"].to(dev), attention_mask=mask, **{cache_arg(): c}, use_cache=True
             ).last_hidden_state
             for row, j in enumerate(batch):
                 rows = []
@@ -687,17 +682,7 @@ def model_card(cfg: PRMConfig, card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="seq")
+    return progress_bar(total=total, desc=desc, unit="seq", enabled=enabled)

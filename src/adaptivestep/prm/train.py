@@ -185,7 +185,7 @@ def fit_logistic_head(
     features. Returns ``(w (H,), b, history)``; history has the train loss and, when given, eval metrics
     per epoch.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if len(x) == 0:
         raise ValueError("no training steps (every record went to the eval split?); lower eval_fraction")
@@ -206,7 +206,7 @@ def fit_logistic_head(
     )
     history: list[dict[str, float]] = []
     every = max(1, epochs // 50)  # eval ~50 times: AUC on every one of 300 epochs would dominate
-    bar = tqdm(range(epochs), desc="head", disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc="head", enabled=progress, leave=False)
     for ep in bar:
         opt.zero_grad()
         loss = step_bce_loss(Z @ wz + bz, Y)

@@ -4,6 +4,7 @@ One small module per strategy, each against the :class:`~adaptivestep.backends.b
 :class:`~adaptivestep.scoring.StepScorer` Protocols (no engine is imported here):
 
 - :mod:`.aggregate`: step scores -> one score (``min`` / ``mean`` / ``last`` / ``prod``), shared by all.
+- :mod:`.common`: step texts of a response and the scorer-output check, shared by the decoding searches.
 - :mod:`.bon`: pure Best-of-N selection rules (PRM argmax, majority, weighted majority, oracle).
 - :mod:`.estimate`: accuracy vs N by subsampling a pool, with exact values for small pools.
 - :mod:`.tvd`: token-level value-guided decoding (the paper's TVD).

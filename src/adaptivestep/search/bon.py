@@ -12,8 +12,10 @@ Rules (registry :data:`RULES`):
   NaN score are *skipped*: they cannot win, their indices are listed in ``Selection.skipped``, and everything
   else keeps its index. When every candidate is skipped the rule falls back to ``majority``
   (``Selection.fallback``). Steps are never invented for a candidate that has none.
-- ``majority``: the most frequent normalised answer (:func:`normalize_answer`); None / empty answers do not
-  vote. The chosen candidate is the lowest-index one holding the winning answer.
+- ``majority``: the most frequent answer key; None / blank keys do not vote. Keys are compared as given:
+  they are already canonical (:func:`adaptivestep.checkers.vote_key`, the one answer normaliser), so a
+  second normalisation cannot merge answers (or programs) the key keeps apart. The chosen candidate is the
+  lowest-index one holding the winning answer.
 - ``weighted-majority``: each candidate with an answer and valid scores votes with its aggregated score
   (aggregation ``weighted_how``, default ``min``); the answer with the largest sum wins, and the chosen
   candidate is the highest-scoring one holding it. No such voter -> fallback to ``majority``.
@@ -31,8 +33,6 @@ The rules work on a whole matrix of subsets at once (:func:`choose`), so the acc
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +46,8 @@ class Candidate:
     """One response in a Best-of-N pool.
 
     index: its position in the original pool (unique within a pool; what selection returns).
-    answer: the extracted final answer, None when none could be extracted.
+    answer: the vote key of its final answer (:func:`adaptivestep.checkers.vote_key`: already canonical,
+        compared as is), None when none could be extracted.
     step_scores: PRM score of each step, in [0, 1]; None when scoring failed. ``[]`` (no steps) is skipped
         by PRM rules like None.
     correct: whether ``answer`` is right (needed by the ``oracle`` rule and the estimators), None = unknown.
@@ -76,32 +77,6 @@ class Selection:
     note: str = ""
 
 
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
-
-
-def normalize_answer(answer: str | None) -> str | None:
-    """Canonical form of a final answer for voting: trimmed, ``$``/spaces removed, lower case, trailing period
-    dropped, thousands commas removed, numbers in one form (``"3.0"`` -> ``"3"``). None/blank -> None.
-
-    >>> normalize_answer(" $1,200.00$. "), normalize_answer("\\\\frac{1}{2}"), normalize_answer("  ")
-    ('1200', '\\\\frac{1}{2}', None)
-    """
-    if answer is None:
-        return None
-    s = answer.strip().replace("$", "")
-    s = re.sub(r"\s+", "", s).lower().rstrip(".")
-    s = _THOUSANDS.sub("", s)
-    if not s:
-        return None
-    try:
-        x = float(s)
-    except ValueError:
-        return s
-    if math.isfinite(x) and x == int(x):
-        return str(int(x))
-    return repr(x)
-
-
 @dataclass(frozen=True)
 class Pool:
     """The candidates of one question as arrays, in ascending index order (so position order = index order).
@@ -120,11 +95,7 @@ class Pool:
     how: str | None
 
 
-def build_pool(
-    cands: Sequence[Candidate],
-    how: str | None = "min",
-    normalize: Callable[[str | None], str | None] = normalize_answer,
-) -> Pool:
+def build_pool(cands: Sequence[Candidate], how: str | None = "min") -> Pool:
     """Arrays of a pool for :func:`choose`; ``how`` = the step-score aggregation (None: scores unused)."""
     if len(cands) == 0:
         raise ValueError("Best-of-N: empty candidate pool")
@@ -140,9 +111,8 @@ def build_pool(
     answer = np.full(len(ordered), -1, dtype=np.int64)
     score = np.full(len(ordered), np.nan)
     for i, c in enumerate(ordered):
-        key = normalize(c.answer)
-        if key is not None:
-            answer[i] = classes.setdefault(key, len(classes))
+        if c.answer is not None and c.answer.strip():
+            answer[i] = classes.setdefault(c.answer, len(classes))
         if how is not None and c.step_scores is not None and len(c.step_scores) > 0:
             try:
                 score[i] = aggregate(c.step_scores, how)
@@ -283,7 +253,6 @@ def select(
     rule: str = "prm-min",
     *,
     weighted_how: str = "min",
-    normalize: Callable[[str | None], str | None] = normalize_answer,
 ) -> Selection:
     """Choose one candidate of a pool by ``rule`` (see the module docstring); returns its ORIGINAL index.
 
@@ -296,7 +265,7 @@ def select(
     5
     """
     r = get_rule(rule, weighted_how)
-    pool = build_pool(cands, r.how, normalize)
+    pool = build_pool(cands, r.how)
     c = r.choose(pool, np.arange(len(pool.indices))[None, :])
     skipped = tuple(int(i) for i in pool.indices[np.isnan(pool.score)]) if r.how is not None else ()
     note = ""

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from ..backends.base import Backend, GenRequest, SamplingConfig
 from ..scoring import StepScorer
+from ..seeds import stable_seed
 from ..split import confidence_boundaries, confidences
-from ..worklog import stable_seed
 from .aggregate import AGGREGATORS, aggregate
-from .beam import check_scores, steps_of
 from .bon import Candidate, Selection, select
+from .common import check_scores, steps_of
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ The accuracy at N is the expectation, over all N-subsets of a question's pool, o
 picks from the subset is correct", averaged over questions.
 
 - :func:`subsample_curve` estimates it by drawing ``resamples`` random N-subsets per question WITHOUT
-  replacement (seeded: the stream of question q at size N is ``default_rng([seed, q, N])``, so a value does
+  replacement (seeded: the stream of question q at size N is ``seeds.rng_for(seed, q, N)``, so a value does
   not depend on which other N or questions are asked for). When N equals a pool's size there is only one
   subset, which is evaluated once.
 - :func:`exact_curve` computes the expectation exactly: in closed form for ``oracle``
@@ -28,14 +28,15 @@ Every selection goes through :func:`adaptivestep.search.bon.choose`, the same co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from math import comb
 
 import numpy as np
 
-from .bon import Candidate, Pool, build_pool, choose, get_rule, normalize_answer
+from ..seeds import rng_for
+from .bon import Candidate, Pool, build_pool, choose, get_rule
 
 
 class TooManySubsetsError(ValueError):
@@ -97,20 +98,19 @@ def bootstrap_ci(values: Sequence[float], ci: float = 0.95, n_boot: int = 1000, 
         raise ValueError("bootstrap_ci: no values")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
-    rng = np.random.default_rng([seed, 0xB007])
+    rng = rng_for(seed, 0xB007)
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return float(lo), float(hi)
 
 
-def _pools(pools: Sequence[Sequence[Candidate]], rule: str, weighted_how: str,
-           normalize: Callable[[str | None], str | None]) -> list[Pool]:
+def _pools(pools: Sequence[Sequence[Candidate]], rule: str, weighted_how: str) -> list[Pool]:
     how = get_rule(rule, weighted_how).how
     out = []
     for q, cands in enumerate(pools):
         if any(c.correct is None for c in cands):
             raise ValueError(f"pool #{q}: every candidate needs its correct flag to estimate accuracy")
-        out.append(build_pool(cands, how, normalize))
+        out.append(build_pool(cands, how))
     if not out:
         raise ValueError("no pools (questions) given")
     return out
@@ -154,7 +154,6 @@ def subsample_curve(
     resamples: int = 100,
     seed: int = 0,
     weighted_how: str = "min",
-    normalize: Callable[[str | None], str | None] = normalize_answer,
     ci: float = 0.95,
     n_boot: int = 1000,
 ) -> list[CurvePoint]:
@@ -164,12 +163,12 @@ def subsample_curve(
     """
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
-    ps = _pools(pools, rule, weighted_how, normalize)
+    ps = _pools(pools, rule, weighted_how)
     out = []
     for n in _check_ns(ns, [len(p.indices) for p in ps]):
         vals, fbs = [], []
         for q, p in enumerate(ps):
-            sub = random_subsets(len(p.indices), n, resamples, np.random.default_rng([seed, q, n]))
+            sub = random_subsets(len(p.indices), n, resamples, rng_for(seed, q, n))
             c = choose(p, sub, rule, weighted_how)
             vals.append(float(p.correct[c.pos].mean()))
             fbs.append(float(c.fallback.mean()))
@@ -226,14 +225,13 @@ def exact_curve(
     ns: Sequence[int] | None = None,
     *,
     weighted_how: str = "min",
-    normalize: Callable[[str | None], str | None] = normalize_answer,
     max_subsets: int = 200_000,
     ci: float = 0.95,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> list[CurvePoint]:
     """Exact accuracy of ``rule`` at each N (see :func:`exact_accuracy`), with a bootstrap CI over questions."""
-    ps = _pools(pools, rule, weighted_how, normalize)
+    ps = _pools(pools, rule, weighted_how)
     out = []
     for n in _check_ns(ns, [len(p.indices) for p in ps]):
         res = [exact_accuracy(p, rule, n, weighted_how=weighted_how, max_subsets=max_subsets) for p in ps]

@@ -36,7 +36,7 @@ from ..backends.base import Backend
 from ..sampling import top_alternatives
 from ..scoring import StepScorer
 from .aggregate import AGGREGATORS, aggregate
-from .beam import check_scores, steps_of
+from .common import check_scores, steps_of
 
 PAPER_THRESHOLDS: dict[str, float] = {"math": 0.55, "code": 0.28}
 
@@ -48,13 +48,20 @@ def paper_threshold(kind: str) -> float:
     return PAPER_THRESHOLDS[kind]
 
 
-def threshold_for(kind: str, given: float | None = None) -> float:
+def threshold_for(kind: str | None, given: float | None = None) -> float:
     """The threshold to use: ``given`` when set, else :func:`paper_threshold` of the task kind.
 
-    >>> threshold_for("code"), threshold_for("code", 0.4)
-    (0.28, 0.4)
+    The one place a TVD threshold is resolved (the ``tvd`` verb, the main job and :func:`tvd_decode` call it).
+    ``kind`` None is allowed only with a ``given`` threshold.
+
+    >>> threshold_for("code"), threshold_for("code", 0.4), threshold_for(None, 0.4)
+    (0.28, 0.4, 0.4)
     """
-    return paper_threshold(kind) if given is None else given
+    if given is not None:
+        return given
+    if kind is None:
+        raise ValueError("TVD threshold: set TVDConfig.threshold or give the task kind (math/code)")
+    return paper_threshold(kind)
 
 
 @dataclass(frozen=True)
@@ -62,19 +69,20 @@ class TVDConfig:
     """TVD settings.
 
     threshold: a probability in [0, 1]; intervene when the top next-token probability (temperature 1) is
-        below it. The paper's scripts: 0.55 for math, 0.28 for code. 0 = plain greedy decoding.
+        below it. None (default) = the paper's threshold of the task kind given to :func:`tvd_decode`
+        (:func:`threshold_for`: 0.55 for math, 0.28 for code). 0 = plain greedy decoding.
     k: candidate tokens scored at an intervention (the k most likely), >= 1.
     max_tokens: most response tokens decoded (EOS not counted).
     aggregate: how a candidate's step scores are compared ("last" = the candidate's own step score).
     """
 
-    threshold: float = 0.55
+    threshold: float | None = None
     k: int = 8
     max_tokens: int = 512
     aggregate: str = "last"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"TVDConfig.threshold must be a probability in [0, 1], got {self.threshold!r}")
         for name in ("k", "max_tokens"):
             v = getattr(self, name)
@@ -131,12 +139,14 @@ def _candidate_steps(backend: Backend, resp: list[int], cuts: list[int], tok: in
 
 
 def tvd_decode(backend: Backend, scorer: StepScorer, question: str, prompt_ids: Sequence[int],
-               config: TVDConfig = TVDConfig()) -> TVDResult:
+               config: TVDConfig = TVDConfig(), *, kind: str | None = None) -> TVDResult:
     """Decode one response with TVD (see the module docstring).
 
     ``question``: the raw problem text the PRM sees; ``prompt_ids``: the chat-rendered prompt the policy
-    continues.
+    continues; ``kind``: the problem's task kind ("math" / "code"), which picks the threshold when
+    ``config.threshold`` is None (:func:`threshold_for`; an error when both are None).
     """
+    threshold = threshold_for(kind, config.threshold)
     ids = list(prompt_ids)
     n_prompt = len(ids)
     cuts: list[int] = []  # response offsets right after each intervention token
@@ -145,7 +155,7 @@ def tvd_decode(backend: Backend, scorer: StepScorer, question: str, prompt_ids: 
         lp = backend.next_logprobs(ids)  # (V,) temperature-1 log-probs; KV cache reuses the prefix
         out.n_forward += 1
         greedy = int(np.argmax(lp))  # ties: the lowest id, as sampling.draw at temperature 0
-        if math.exp(lp[greedy]) >= config.threshold:
+        if math.exp(lp[greedy]) >= threshold:
             tok = greedy
         else:
             top = top_alternatives(lp, min(config.k, lp.shape[-1]))  # [[id, logprob], ...], most likely first
