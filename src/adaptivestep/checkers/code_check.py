@@ -190,7 +190,8 @@ class CodeChecker:
         result = run_python(
             [("candidate.py", program), ("tests.py", build_tests(problem))], self.limits, strict=("tests.py",)
         )
-        return Verdict(result.ok, f"{_reason(result, self.limits)} [sandbox: {result.layers_text}]", code)
+        again = ", re-run after the sandbox was killed from outside" if result.restarts else ""
+        return Verdict(result.ok, f"{_reason(result, self.limits)} [sandbox: {result.layers_text}{again}]", code)
 
     def check_many(self, problem: Problem, texts: Sequence[str]) -> list[Verdict]:
         """:meth:`check` of each text, ``max_workers`` sandboxes at a time; results in input order."""

@@ -1,7 +1,7 @@
 """Run untrusted Python (model-written programs) in a separate, limited process.
 
 Parent side: :func:`run_python` (thread-safe, callable from many threads at once). Child side: this same file
-run as a script, ``python -I -S sandbox_runner.py`` (site-packages are put on ``sys.path`` without running
+run as a script, ``python -s -S sandbox_runner.py`` (site-packages are put on ``sys.path`` without running
 ``.pth`` files), which reads its job from stdin, locks itself down and then executes the job's sources one
 after another in one namespace. The file therefore imports the standard library only. POSIX (Linux) only.
 
@@ -16,8 +16,11 @@ are in :attr:`SandboxResult.layers` and in every code verdict's reason):
 1. **Process limits** (always): a fresh interpreter in its own session / process group
    (``start_new_session=True``) and a fresh working directory (deleted afterwards); the parent kills the whole
    group with ``SIGKILL`` at the wall-clock deadline *and* after a normal exit, so children that outlive the
-   program die too. In the child: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (files it writes),
-   ``RLIMIT_CORE = 0``. stdin is ``/dev/null``; stdout/stderr are drained and truncated.
+   program die too; the child dies with the parent (``PR_SET_PDEATHSIG``). A run killed from outside
+   (``SIGKILL`` before the deadline: the OOM killer, an operator) is run once more, so a fault of the machine
+   is not judged as the program's failure. In the child: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``,
+   ``RLIMIT_FSIZE`` (files it writes), ``RLIMIT_CORE = 0``. stdin is ``/dev/null``; stdout/stderr are drained
+   and truncated.
 2. **Process-count limit**: ``RLIMIT_NPROC`` when not root (the kernel ignores it for root). As root, a pids
    cgroup (``pids.max``) when the cgroup filesystem is writable; the cgroup also catches processes that left the
    process group with ``setsid``. Neither available -> only layers 1 and 4 bound a fork bomb.
@@ -60,7 +63,9 @@ unforgeable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import secrets
 import selectors
@@ -75,12 +80,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 RUNNER_PATH = os.path.abspath(__file__)
+_log = logging.getLogger("adaptivestep.checkers.sandbox_runner")
 OS_LAYERS = ("auto", "bwrap", "none")
 
 # Exit codes of the child harness (beyond 0 = pass and 1 = an exception in the untrusted code).
 EXIT_CALLED_EXIT = 3  # untrusted code raised SystemExit
 EXIT_SETUP_FAILED = 4  # the harness could not set itself up (a problem of the sandbox, not of the program)
 _REPORT_CAP = 256  # bytes kept from the report pipe (a token is 32)
+# -s -S: no user site, no site.py (.pth files); not -I/-E, which would ignore PYTHONHASHSEED. The environment
+# is ours alone (run_python builds it), and the harness drops the script's folder from sys.path itself.
+_PY_FLAGS = ("-s", "-S")
 _listdir = os.listdir  # the child's own reference, taken before any untrusted code can replace os.listdir
 
 
@@ -129,6 +138,8 @@ class SandboxResult:
     ``max_output_bytes`` each plus a truncation note. ``duration_s``: wall seconds. ``reported``: the harness
     reported, with the run's token, that every source ran to its end (the pass signal). ``layers``: which
     isolation layers this run had (``bwrap``, ``pids_cgroup``, ``nproc_rlimit``, ``netns``, ``guard``).
+    ``restarts``: 1 when the first run was killed from outside (SIGKILL before the deadline) and this is the
+    outcome of running it again.
     """
 
     returncode: int
@@ -139,6 +150,7 @@ class SandboxResult:
     truncated: bool = False
     layers: dict[str, bool] = field(default_factory=dict)
     reported: bool = False
+    restarts: int = 0
 
     @property
     def ok(self) -> bool:
@@ -168,13 +180,23 @@ def run_python(
     >>> run_python("print(6 * 7)").stdout
     '42\\n'
     """
-    from . import os_layer
-
     limits = limits or SandboxLimits()
     if isinstance(sources, str):
         sources = [("program.py", sources)]
     if not sources or not all(isinstance(n, str) and isinstance(c, str) for n, c in sources):
         raise ValueError("run_python: sources must be a code string or a non-empty list of (filename, code)")
+    result = _run_once(sources, limits, strict)
+    if result.returncode == -signal.SIGKILL and not result.timed_out:
+        # SIGKILL before our deadline came from outside (OOM killer, an operator, a dying worker): the program
+        # got no fair run, so run it again; a program that kills itself dies again and is judged on that.
+        _log.warning("sandbox: the run was killed from outside (SIGKILL) mid-check; running it again")
+        again = _run_once(sources, limits, strict)
+        return dataclasses.replace(again, restarts=1)
+    return result
+
+
+def _run_once(sources: list[tuple[str, str]], limits: SandboxLimits, strict: Sequence[str]) -> SandboxResult:
+    from . import os_layer
 
     use_bwrap = False
     if limits.os_layer != "none":
@@ -186,10 +208,10 @@ def run_python(
     if use_bwrap:
         tmpfs_mb = 4 * limits.max_file_mb
         prefix = os_layer.build_prefix(RUNNER_PATH, tmpfs_mb, (cgroup.procs_file,) if cgroup else ())
-        argv = [*prefix, sys.executable, "-I", "-S", os_layer.INNER_RUNNER]
+        argv = [*prefix, sys.executable, *_PY_FLAGS, os_layer.INNER_RUNNER]
     else:
         prefix = _unshare_prefix() if limits.isolate_network else []
-        argv = [*prefix, sys.executable, "-I", "-S", RUNNER_PATH]
+        argv = [*prefix, sys.executable, *_PY_FLAGS, RUNNER_PATH]
     layers = {
         "bwrap": use_bwrap,
         "pids_cgroup": cgroup is not None,
@@ -218,6 +240,9 @@ def run_python(
         "TMPDIR": inner_workdir,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
+        # one string-hash seed: set iteration order (hence some programs' output) is the same in every run, so a
+        # verdict is reproducible (LeetCode's word-ladder-ii passes or fails by set order)
+        "PYTHONHASHSEED": "0",
         # BLAS pools reserve address space per thread and would trip RLIMIT_AS / the process limit
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
@@ -550,6 +575,12 @@ def _child_setup(  # pragma: no cover - child side
     token_fd, report_fd = int(job["token_fd"]), int(job["report_fd"])
     for fd in (token_fd, report_fd):
         os.set_inheritable(fd, False)  # a program that execs must not hand them on
+    try:  # die with the labelling process even when it is SIGKILLed (bwrap's --die-with-parent does the same)
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):
+        pass  # no ctypes / libc here: the parent's kill at the deadline still ends the run
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -835,5 +866,7 @@ def _add_site_packages() -> None:  # pragma: no cover - child side
 
 
 if __name__ == "__main__":
+    if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+        del sys.path[0]  # the runner's own folder (our package's checkers/) is no place to import from
     _add_site_packages()
     _child_main()
