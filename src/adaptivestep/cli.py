@@ -330,6 +330,7 @@ BENCHES: dict[str, str] = {
     "label-cost": "adaptivestep.bench.label_cost",
     "prm": "adaptivestep.prm.bench",
     "search": "adaptivestep.bench.search",
+    "sandbox": "adaptivestep.bench.sandbox",
 }
 
 

@@ -19,7 +19,7 @@ from .backends.base import Backend, GenRequest, SamplingConfig
 from .jsonl import DataError, JsonlWriter, read_records
 from .labels import early_stop_waves, first_error_search, hard_label, soft_label
 from .records import ErrorRecord, LabeledRecord, Problem, Sample, StepRollouts, StepSplit
-from .worklog import Rollout, WorkLog, stable_seed
+from .worklog import Rollout, WorkLog, output_lock, stable_seed, storage_errors
 
 
 @dataclass(frozen=True)
@@ -393,8 +393,29 @@ def label_files(
     Resumable: samples already in ``out_path`` are skipped; rollouts already in the work log (default
     ``<out_path>.worklog.sqlite``) are reused, not repeated. Per-sample failures are counted in the summary
     and written to ``<out_path>.errors.jsonl`` as :class:`ErrorRecord`; they never produce a label. ``judge``
-    None = :func:`judge_by_kind`. The labelling itself is :func:`iter_labels`, the in-memory one.
+    None = :func:`judge_by_kind`. The labelling itself is :func:`iter_labels`, the in-memory one. One run
+    per output at a time (:class:`~.worklog.OutputLocked`); a damaged work log raises
+    :class:`~.worklog.WorkLogError` and a full disk :class:`~.worklog.StorageError` (see :mod:`.worklog`).
     """
+    out_path = Path(out_path)
+    wl_path = Path(worklog_path or out_path.with_name(out_path.name + ".worklog.sqlite"))
+    with storage_errors(out_path, wl_path), output_lock(out_path):
+        return _label_files(backend, judge, problems, samples_path, splits_path, out_path, cfg, wl_path,
+                            progress, limit)
+
+
+def _label_files(
+    backend: Backend,
+    judge: Judge | None,
+    problems: dict[str, Problem],
+    samples_path: str | Path,
+    splits_path: str | Path,
+    out_path: str | Path,
+    cfg: LabelConfig,
+    worklog_path: str | Path | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> LabelSummary:
     samples = {s.key: s for s in read_records(samples_path, Sample, tolerate_torn_tail=True)}
     splits = list(read_records(splits_path, StepSplit, tolerate_torn_tail=True))
     for sp in splits:

@@ -15,9 +15,12 @@ the ``check(<entry_point>)`` call) and ``entry_point`` (``has_close_elements``, 
 3. If the code defines the entry point's top-level name (``has_close_elements``, ``Solution``), the program is
    head + blank line + code (the answer's definition comes later and replaces the stub). Otherwise the code is
    taken for the *body* that continues the prompt (HumanEval-style completion): head + code.
-4. The sandbox runs the program, then the tests (which end with ``check(<entry_point>)``). Pass = exit status
-   0 within the limits; an ``exit()`` in the candidate is a failure (see
-   :mod:`adaptivestep.checkers.sandbox_runner` for what the sandbox relies on).
+4. The sandbox runs the program, then the tests (which end with ``check(<entry_point>)``), their comparisons
+   and ``candidate(...)`` calls hardened against exotic values (an always-equal ``__eq__`` fails). Pass = the
+   harness reports that the tests ran to their end, within the limits; an early ``exit()`` or ``os._exit`` in
+   the candidate is a failure. The verdict's reason names the isolation layers the run had, e.g.
+   ``"passed [sandbox: bwrap+pids_cgroup+netns+guard]"`` (see :mod:`adaptivestep.checkers.sandbox_runner`
+   for what each layer does and what a program can still do).
 """
 
 from __future__ import annotations
@@ -155,8 +158,11 @@ class CodeChecker:
         if not code.strip():
             return Verdict(False, "no code in the response", None)
         program = build_program(problem, code)
-        result = run_python([("candidate.py", program), ("tests.py", build_tests(problem))], self.limits)
-        return Verdict(result.ok, _reason(result, self.limits), code)
+        result = run_python(
+            [("candidate.py", program), ("tests.py", build_tests(problem))], self.limits, strict=("tests.py",)
+        )
+        again = ", re-run after the sandbox was killed from outside" if result.restarts else ""
+        return Verdict(result.ok, f"{_reason(result, self.limits)} [sandbox: {result.layers_text}{again}]", code)
 
     def check_many(self, problem: Problem, texts: Sequence[str]) -> list[Verdict]:
         """:meth:`check` of each text, ``max_workers`` sandboxes at a time; results in input order."""
@@ -175,6 +181,8 @@ def _require_code_problem(problem: Problem) -> None:
 def _reason(result: SandboxResult, limits: SandboxLimits) -> str:
     if result.ok:
         return "passed"
+    if result.returncode == 0:  # exit 0 without the harness's report: the tests did not run to their end
+        return "exit status 0 before the tests ran to their end (no report from the harness)"
     if result.timed_out:
         return f"timeout after {limits.timeout_s:g} s"
     lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("...[truncated")]

