@@ -28,9 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .jsonl import DataError
+
 # re-exported: rollouts are keyed by it, and the labelling engine imports it from here
 from .seeds import stable_seed  # noqa: F401
-from .jsonl import DataError
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _COLUMNS = ["problem_id", "sample_index", "prefix_end", "idx", "seed", "outcome", "tokens", "prompt_evals",
