@@ -393,6 +393,8 @@ BENCHES: dict[str, str] = {
     "label-cost": "adaptivestep.bench.label_cost",
     "prm": "adaptivestep.prm.bench",
     "search": "adaptivestep.bench.search",
+    "corpus": "adaptivestep.bench.corpus",
+    "prm-quality": "adaptivestep.bench.prm_quality",
 }
 
 

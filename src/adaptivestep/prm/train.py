@@ -37,6 +37,7 @@ from .data import (
     split_examples,
     step_metrics,
 )
+from .head import fit_head
 from .model import PRM, collate, step_bce_loss, wrap_lora
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ class TrainConfig:
 
     mode: "head" (frozen backbone, cached features, logistic head), "lora" (LoRA adapters + head) or
         "full" (every weight).
-    epochs: passes over the training data. head: full-batch AdamW steps on the cached features
-        (default 300); lora/full: epochs over the sequences (default 1, as in the paper).
-    lr: peak learning rate. Defaults: head 1e-2 (on standardized features), lora 1e-4, full 1e-5.
+    epochs: lora/full: epochs over the sequences (default 1, as in the paper). Not used by head mode
+        (its convex objective is solved to convergence, see :mod:`adaptivestep.prm.head`).
+    lr: lora/full peak learning rate (defaults lora 1e-4, full 1e-5). Not used by head mode.
     batch_size: sequences per device per optimizer micro-step (lora/full) and per forward pass when
         extracting features (head).
     grad_accum: micro-steps accumulated per optimizer step (lora/full); effective batch =
@@ -68,7 +69,9 @@ class TrainConfig:
     output_dir: where the trained PRM, ``train_metrics.json`` and (lora/full) ``checkpoints/`` go.
     resume: lora/full: continue from the last checkpoint in ``<output_dir>/checkpoints`` (fresh start if
         none). head: cached features are always reused when data, backbone and layout match.
-    weight_decay: decoupled weight decay (AdamW). Default: head 1e-3, lora/full 0.0.
+    weight_decay: decoupled weight decay of lora/full (AdamW). Default 0.0.
+    l2: head mode: L2 strength on standardised features; None = chosen by grouped cross-validation.
+    cv_folds: head mode: folds (over problem ids) of that cross-validation.
     max_steps: stop after this many optimizer steps (lora/full; -1 = run all epochs).
     save_steps: checkpoint every N optimizer steps (lora/full; 0 = at the end of each epoch).
     lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout (mode "lora").
@@ -91,6 +94,8 @@ class TrainConfig:
     output_dir: str = "prm"
     resume: bool = False
     weight_decay: float | None = None
+    l2: float | None = None
+    cv_folds: int = 5
     max_steps: int = -1
     save_steps: int = 0
     lora_r: int = 16
@@ -117,16 +122,20 @@ class TrainConfig:
             raise ValueError(f"epochs: must be >= 1, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.l2 is not None and not self.l2 >= 0:
+            raise ValueError(f"l2: must be >= 0, got {self.l2}")
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds: must be >= 2, got {self.cv_folds}")
 
     def resolved(self) -> TrainConfig:
         """A copy with the mode defaults filled in."""
         d = asdict(self)
         if d["epochs"] is None:
-            d["epochs"] = 300 if self.mode == "head" else 1
+            d["epochs"] = 1
         if d["lr"] is None:
-            d["lr"] = {"head": 1e-2, "lora": 1e-4, "full": 1e-5}[self.mode]
+            d["lr"] = {"head": 0.0, "lora": 1e-4, "full": 1e-5}[self.mode] or None
         if d["weight_decay"] is None:
-            d["weight_decay"] = 1e-3 if self.mode == "head" else 0.0
+            d["weight_decay"] = 0.0
         return TrainConfig(**d)
 
 
@@ -212,16 +221,10 @@ def _train_head(
     x_ev = np.concatenate(feats[n_tr:]) if eval_ex else None
     y_ev = np.concatenate([np.asarray(e.labels, np.float32) for e in eval_ex]) if eval_ex else None
     t_fit = time.perf_counter()
-    w, b, history = fit_logistic_head(
-        x_tr,
-        y_tr,
-        x_ev,
-        y_ev,
-        epochs=int(cfg.epochs or 1),
-        lr=float(cfg.lr or 1e-2),
-        weight_decay=float(cfg.weight_decay or 0.0),
-        seed=cfg.seed,
-    )
+    groups = [e.group for e in train_ex for _ in e.labels]
+    fit = fit_head(x_tr, y_tr, groups, l2=cfg.l2, folds=cfg.cv_folds, seed=cfg.seed)
+    w, b = fit.w, fit.b
+    history = [{"l2": lam, "cv_bce": v} for lam, v in fit.cv.items()]
     fit_s = time.perf_counter() - t_fit
     with torch.no_grad():
         prm.network.head.weight.copy_(torch.from_numpy(w).view(1, -1))
@@ -234,6 +237,7 @@ def _train_head(
         "feature_steps_per_s": n_steps / feat_s if feat_s > 0 and not cached else float("nan"),
         "labelled_steps_per_s": n_steps / (feat_s + fit_s) if feat_s + fit_s > 0 else float("nan"),
         "history": history,
+        "head_l2": fit.l2,
     }
     logits_tr = x_tr @ w + b
     metrics.update(
@@ -248,65 +252,6 @@ def _train_head(
     else:
         metrics.update(eval_auc=float("nan"), eval_accuracy=float("nan"), eval_loss=float("nan"))
     return prm, metrics
-
-
-def fit_logistic_head(
-    x: np.ndarray,
-    y: np.ndarray,
-    x_eval: np.ndarray | None = None,
-    y_eval: np.ndarray | None = None,
-    *,
-    epochs: int = 300,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[np.ndarray, float, list[dict[str, float]]]:
-    """Logistic regression on features: ``x`` (N, H) float32, float targets ``y`` (N,) in [0, 1].
-
-    Features are standardized (mean/std of ``x``), the model is fitted with full-batch AdamW for
-    ``epochs`` steps, and the standardization is folded back so that ``logit = x @ w + b`` on raw
-    features. Returns ``(w (H,), b, history)``; history has the train loss and, when given, eval metrics
-    per epoch.
-    """
-    from tqdm.auto import tqdm
-
-    if len(x) == 0:
-        raise ValueError("no training steps (every record went to the eval split?); lower eval_fraction")
-    g = torch.Generator().manual_seed(seed)
-    X = torch.from_numpy(np.asarray(x, np.float32))
-    Y = torch.from_numpy(np.asarray(y, np.float32))
-    mu = X.mean(0)
-    sd = X.std(0, unbiased=False).clamp_min(1e-6)
-    Z = (X - mu) / sd  # (N, H)
-    H = X.shape[1]
-    wz = (torch.randn(H, generator=g) * 0.01).requires_grad_()
-    bz = torch.zeros(1).requires_grad_()
-    opt = torch.optim.AdamW([wz, bz], lr=lr, weight_decay=weight_decay)
-    Ze = (
-        ((torch.from_numpy(np.asarray(x_eval, np.float32)) - mu) / sd)
-        if x_eval is not None and len(x_eval)
-        else None
-    )
-    history: list[dict[str, float]] = []
-    every = max(1, epochs // 50)  # eval ~50 times: AUC on every one of 300 epochs would dominate
-    bar = tqdm(range(epochs), desc="head", disable=not progress, leave=False)
-    for ep in bar:
-        opt.zero_grad()
-        loss = step_bce_loss(Z @ wz + bz, Y)
-        loss.backward()
-        opt.step()
-        entry = {"epoch": float(ep + 1), "train_loss": float(loss.detach())}
-        if Ze is not None and y_eval is not None and ((ep + 1) % every == 0 or ep + 1 == epochs):
-            with torch.no_grad():
-                m = step_metrics((Ze @ wz + bz).numpy(), y_eval)
-            entry.update(eval_auc=m["auc"], eval_accuracy=m["accuracy"], eval_loss=m["loss"])
-        history.append(entry)
-        bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
-    with torch.no_grad():
-        w = (wz / sd).numpy().astype(np.float32)
-        b = float(bz - (wz * mu / sd).sum())
-    return w, b, history
 
 
 def cached_features(
@@ -525,6 +470,7 @@ def _train_trainer(
         "global_steps": int(trainer.state.global_step),
         "resumed_from": last,
         "history": history,
+        "head_l2": fit.l2,
     }
     world = max(1, trainer.args.world_size)
     avg_steps = float(np.mean([len(t) for t in tr.targets]))  # labelled steps per sequence
