@@ -43,6 +43,8 @@ class CorpusSpec:
     rollouts / rollout_tokens / early_stop / wave: the labelling (hard labels; early stop with these seeds
         gives exactly the exhaustive hard label).
     label_newline: also label the newline split (the paper's baseline) - costs about as much again.
+    label: False = a candidate pool only (sample, no split or labels): how held-apart evaluation questions
+        (a test split) get their Best-of-N candidates.
     seed: question order, sampling and rollout seeds. threads: llama.cpp threads (None = all cores).
     """
 
@@ -60,6 +62,7 @@ class CorpusSpec:
     early_stop: bool = True
     wave: int = 2
     label_newline: bool = False
+    label: bool = True
     seed: int = 0
     threads: int | None = None
 
@@ -120,8 +123,8 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
 
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if spec.split != "train":
-        raise ValueError(f"a training corpus is built from a train split, got split {spec.split!r}")
+    if spec.label and spec.split != "train":
+        raise ValueError(f"a labelled corpus is built from a train split, got split {spec.split!r}")
     pool = load_tasks(spec.task, split=spec.split, data_dir=spec.data_dir)
     problems = select_questions(pool, spec.questions, spec.seed, spec.max_solution_lines)
     by_id = {p.id: p for p in problems}
@@ -139,6 +142,8 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
                             render=lambda p: render_prompt(p, backend), progress=progress)
         figs["sample_new_tokens"] = s.tokens
         figs["sample_new_wall_s"] = s.wall_s
+        if not spec.label:
+            return {"spec": asdict(spec), "questions": len(problems), "this_run": figs}
         samples = [x for x in read_records(samples_path, Sample, tolerate_torn_tail=True) if x.problem_id in by_id]
         tau_path = out / "tau.json"
         if tau_path.exists():

@@ -119,13 +119,14 @@ def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: st
     """Heads trained on ``train``: the PRM (step labels) and the ORM (final correctness at the last step)."""
     from ..prm.head import fit_head
 
-    x = np.concatenate(feats)
-    y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
-    groups = [i.problem_id for i in train for _ in i.steps]
-    prm = fit_head(x, y, groups, seed=seed)
     last = np.stack([f[-1] for f in feats])
-    orm = fit_head(last, np.asarray([float(i.correct) for i in train]), [i.problem_id for i in train], seed=seed)
-    return {f"prm:{backbone}": prm, f"orm:{backbone}": orm}
+    out = {f"orm:{backbone}": fit_head(last, np.asarray([float(i.correct) for i in train]),
+                                       [i.problem_id for i in train], seed=seed)}
+    if all(i.labels for i in train):  # step labels present (a labelled corpus, not candidates only)
+        x = np.concatenate(feats)
+        y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
+        out[f"prm:{backbone}"] = fit_head(x, y, [i.problem_id for i in train for _ in i.steps], seed=seed)
+    return out
 
 
 def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
@@ -207,13 +208,16 @@ def _fmt(m: dict[str, Any]) -> str:
 def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int, seed: int,
         eval_dir: Path | None, method: str = "confidence") -> dict[str, Any]:
     t0 = time.perf_counter()
-    items = corpus_items(corpus, method)
+    if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
+        items = candidate_items(corpus, float(json.loads((corpus / "tau.json").read_text())["tau"]))
+    else:
+        items = corpus_items(corpus, method)
     if not items:
         raise ValueError(f"{corpus}: no labelled records in labels-{method}.jsonl")
     cache = corpus / "features"
     feats = {bb: features(items, bb, cache) for bb in backbones}
     print(f"corpus {corpus}: {len(items)} labelled responses, {len({i.problem_id for i in items})} questions, "
-          f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels]):.2f} positive), "
+          f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
           f"pass rate {np.mean([i.correct for i in items]):.2f}", flush=True)
     res: dict[str, Any] = {"corpus": str(corpus), "method": method, "responses": len(items), "curve": {}}
     curve = learning_curve(items, feats, sizes, folds, seed)
@@ -258,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adaptivestep bench prm-quality", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--corpus", default="runs/corpus", help="corpus folder from `adaptivestep bench corpus`")
-    p.add_argument("--method", default="confidence", help="which labels: labels-METHOD.jsonl")
+    p.add_argument("--method", default="confidence",
+                   help="which labels: labels-METHOD.jsonl; 'outcome' = every sampled response, final correctness only")
     p.add_argument("--backbones", nargs="+", default=["smollm2-135m", "default"],
                    help="feature sources: 'default' = the policy itself (Qwen2.5-Coder-0.5B), smollm2-135m, ...")
     p.add_argument("--sizes", nargs="+", type=int, default=[25, 50, 100, 200, 400], help="training responses")

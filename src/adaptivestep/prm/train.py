@@ -2,8 +2,9 @@
 
 Modes:
 - ``head``: backbone frozen. The hidden state at every step end is computed once (``torch.no_grad``) and
-  cached on disk, keyed by the data file's sha256 + backbone + layout; then a logistic-regression head is
-  fitted on the cached features with full-batch AdamW in seconds. This is what makes CPU training practical.
+  cached on disk, keyed by the data file's sha256 + backbone + layout; then an L2-regularised logistic head
+  is fitted on the cached features (:mod:`adaptivestep.prm.head`: strength chosen by cross-validation over
+  problem ids, solved to convergence). This is what makes CPU training practical.
 - ``lora`` / ``full``: the transformers ``Trainer`` with a BCE ``compute_loss``. ``accelerate launch`` (or
   ``torchrun``) on the same entry point gives multi-GPU / DeepSpeed / FSDP with no distributed code here;
   checkpoints go to ``<output_dir>/checkpoints`` and ``resume=True`` continues from the last one.
@@ -470,7 +471,6 @@ def _train_trainer(
         "global_steps": int(trainer.state.global_step),
         "resumed_from": last,
         "history": history,
-        "head_l2": fit.l2,
     }
     world = max(1, trainer.args.world_size)
     avg_steps = float(np.mean([len(t) for t in tr.targets]))  # labelled steps per sequence
