@@ -26,7 +26,7 @@ from adaptivestep.prm.data import (
     split_examples,
 )
 from adaptivestep.prm.model import PRM, BackboneError, collate, step_bce_loss
-from adaptivestep.prm.train import TrainConfig, fit_logistic_head, train
+from adaptivestep.prm.train import TrainConfig, train
 from adaptivestep.scoring import StepScorer
 
 WORDS = [
@@ -275,15 +275,6 @@ def encode_item_stub(ids: list[int], positions: list[int]):
     return Chunk(ids, positions, list(range(len(positions))))
 
 
-def test_fit_logistic_head_separates_toy_features() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 16)).astype(np.float32) * 5 + 3
-    y = (x[:, 3] + 0.5 * x[:, 7] > 4.5).astype(np.float32)
-    w, b, hist = fit_logistic_head(x[:300], y[:300], x[300:], y[300:], epochs=200, lr=0.05, progress=False)
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert roc_auc(x[300:] @ w + b, y[300:]) > 0.95
-
-
 def test_head_training_fits_separable_set_and_round_trips(backbone: Path, tmp_path: Path) -> None:
     data = _records(tmp_path / "train.jsonl", n=40)
     out = tmp_path / "prm-head"
@@ -291,13 +282,12 @@ def test_head_training_fits_separable_set_and_round_trips(backbone: Path, tmp_pa
         mode="head",
         output_dir=str(out),
         eval_fraction=0.25,
-        epochs=200,
-        lr=0.05,
         feature_cache=str(tmp_path / "cache"),
         max_length=256,
     )
     m = train(cfg, data, backbone)
-    assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
+    assert m["history"] and all(np.isfinite(h["cv_bce"]) for h in m["history"])
+    assert m["head_l2"] in [h["l2"] for h in m["history"]]
     assert m["n_eval_records"] > 0 and m["eval_auc"] > 0.9, m
     for f in ("prm_config.json", "head.safetensors", "README.md", "tokenizer.json", "train_metrics.json"):
         assert (out / f).is_file(), f

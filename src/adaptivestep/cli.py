@@ -331,6 +331,8 @@ BENCHES: dict[str, str] = {
     "prm": "adaptivestep.prm.bench",
     "search": "adaptivestep.bench.search",
     "sandbox": "adaptivestep.bench.sandbox",
+    "corpus": "adaptivestep.bench.corpus",
+    "prm-quality": "adaptivestep.bench.prm_quality",
 }
 
 

@@ -59,7 +59,7 @@ def test_smollm2_head_train_metrics_and_card(smol_prm: tuple[Path, Path, dict]) 
     out, _, m = smol_prm
     assert m["n_train_records"] > 0 and m["n_eval_records"] > 0
     assert np.isfinite(m["train_loss"]) and 0.0 <= m["eval_accuracy"] <= 1.0
-    assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
+    assert m["history"] and m["head_l2"] > 0  # cross-validated strength
     cfg = json.loads((out / "prm_config.json").read_text())
     assert cfg["mode"] == "head" and cfg["backbone"] == "smollm2-135m" and cfg["prompt_format"] == "chat"
     assert not (out / "backbone").exists()  # head mode references the backbone, does not copy it
@@ -112,7 +112,6 @@ def test_default_backbone_head_smoke(tmp_path: Path) -> None:
             mode="head",
             output_dir=str(out),
             eval_fraction=0.0,
-            epochs=50,
             feature_cache=str(tmp_path / "c"),
             max_length=512,
         ),

@@ -14,9 +14,9 @@ class TrainConfig:
 
     mode: "head" (frozen backbone, cached features, logistic head), "lora" (LoRA adapters + head) or
         "full" (every weight).
-    epochs: passes over the training data. head: full-batch AdamW steps on the cached features
-        (default 300); lora/full: epochs over the sequences (default 1, as in the paper).
-    lr: peak learning rate. Defaults: head 1e-2 (on standardized features), lora 1e-4, full 1e-5.
+    epochs: lora/full: epochs over the sequences (default 1, as in the paper). Not used by head mode
+        (its convex objective is solved to convergence, see :mod:`adaptivestep.prm.head`).
+    lr: lora/full peak learning rate (defaults lora 1e-4, full 1e-5). Not used by head mode.
     batch_size: sequences per device per optimizer micro-step (lora/full) and per forward pass when
         extracting features (head).
     grad_accum: micro-steps accumulated per optimizer step (lora/full); effective batch =
@@ -31,7 +31,9 @@ class TrainConfig:
     output_dir: where the trained PRM, ``train_metrics.json`` and (lora/full) ``checkpoints/`` go.
     resume: lora/full: continue from the last checkpoint in ``<output_dir>/checkpoints`` (fresh start if
         none). head: cached features are always reused when data, backbone and layout match.
-    weight_decay: decoupled weight decay (AdamW). Default: head 1e-3, lora/full 0.0.
+    weight_decay: decoupled weight decay of lora/full (AdamW). Default 0.0.
+    l2: head mode: L2 strength on standardised features; None = chosen by grouped cross-validation.
+    cv_folds: head mode: folds (over problem ids) of that cross-validation.
     max_steps: stop after this many optimizer steps (lora/full; -1 = run all epochs).
     save_steps: checkpoint every N optimizer steps (lora/full; 0 = at the end of each epoch).
     lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout (mode "lora").
@@ -54,6 +56,8 @@ class TrainConfig:
     output_dir: str = "prm"
     resume: bool = False
     weight_decay: float | None = None
+    l2: float | None = None
+    cv_folds: int = 5
     max_steps: int = -1
     save_steps: int = 0
     lora_r: int = 16
@@ -80,14 +84,18 @@ class TrainConfig:
             raise ValueError(f"epochs: must be >= 1, got {self.epochs}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.l2 is not None and not self.l2 >= 0:
+            raise ValueError(f"l2: must be >= 0, got {self.l2}")
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds: must be >= 2, got {self.cv_folds}")
 
     def resolved(self) -> TrainConfig:
         """A copy with the mode defaults filled in."""
         d = asdict(self)
         if d["epochs"] is None:
-            d["epochs"] = 300 if self.mode == "head" else 1
-        if d["lr"] is None:
-            d["lr"] = {"head": 1e-2, "lora": 1e-4, "full": 1e-5}[self.mode]
+            d["epochs"] = 1
+        if d["lr"] is None and self.mode != "head":
+            d["lr"] = {"lora": 1e-4, "full": 1e-5}[self.mode]
         if d["weight_decay"] is None:
-            d["weight_decay"] = 1e-3 if self.mode == "head" else 0.0
+            d["weight_decay"] = 0.0
         return TrainConfig(**d)

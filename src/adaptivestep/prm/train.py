@@ -2,8 +2,9 @@
 
 Modes:
 - ``head``: backbone frozen. The hidden state at every step end is computed once (``torch.no_grad``) and
-  cached on disk, keyed by the data file's sha256 + backbone + layout; then a logistic-regression head is
-  fitted on the cached features with full-batch AdamW in seconds. This is what makes CPU training practical.
+  cached on disk, keyed by the data file's sha256 + backbone + layout; then an L2-regularised logistic head
+  is fitted on the cached features (:mod:`adaptivestep.prm.head`: strength chosen by cross-validation over
+  problem ids, solved to convergence). This is what makes CPU training practical.
 - ``lora`` / ``full``: the transformers ``Trainer`` with a BCE ``compute_loss``. ``accelerate launch`` (or
   ``torchrun``) on the same entry point gives multi-GPU / DeepSpeed / FSDP with no distributed code here;
   checkpoints go to ``<output_dir>/checkpoints`` and ``resume=True`` continues from the last one.
@@ -38,6 +39,7 @@ from .data import (
     split_examples,
     step_metrics,
 )
+from .head import fit_head
 from .model import PRM, collate, step_bce_loss, wrap_lora
 
 log = logging.getLogger(__name__)
@@ -128,16 +130,10 @@ def _train_head(
     x_ev = np.concatenate(feats[n_tr:]) if eval_ex else None
     y_ev = np.concatenate([np.asarray(e.labels, np.float32) for e in eval_ex]) if eval_ex else None
     t_fit = time.perf_counter()
-    w, b, history = fit_logistic_head(
-        x_tr,
-        y_tr,
-        x_ev,
-        y_ev,
-        epochs=int(cfg.epochs or 1),
-        lr=float(cfg.lr or 1e-2),
-        weight_decay=float(cfg.weight_decay or 0.0),
-        seed=cfg.seed,
-    )
+    groups = [e.group for e in train_ex for _ in e.labels]
+    fit = fit_head(x_tr, y_tr, groups, l2=cfg.l2, folds=cfg.cv_folds, seed=cfg.seed)
+    w, b = fit.w, fit.b
+    history = [{"l2": lam, "cv_bce": v} for lam, v in fit.cv.items()]
     fit_s = time.perf_counter() - t_fit
     with torch.no_grad():
         prm.network.head.weight.copy_(torch.from_numpy(w).view(1, -1))
@@ -150,6 +146,7 @@ def _train_head(
         "feature_steps_per_s": n_steps / feat_s if feat_s > 0 and not cached else float("nan"),
         "labelled_steps_per_s": n_steps / (feat_s + fit_s) if feat_s + fit_s > 0 else float("nan"),
         "history": history,
+        "head_l2": fit.l2,
     }
     logits_tr = x_tr @ w + b
     metrics.update(
@@ -164,65 +161,6 @@ def _train_head(
     else:
         metrics.update(eval_auc=float("nan"), eval_accuracy=float("nan"), eval_loss=float("nan"))
     return prm, metrics
-
-
-def fit_logistic_head(
-    x: np.ndarray,
-    y: np.ndarray,
-    x_eval: np.ndarray | None = None,
-    y_eval: np.ndarray | None = None,
-    *,
-    epochs: int = 300,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[np.ndarray, float, list[dict[str, float]]]:
-    """Logistic regression on features: ``x`` (N, H) float32, float targets ``y`` (N,) in [0, 1].
-
-    Features are standardized (mean/std of ``x``), the model is fitted with full-batch AdamW for
-    ``epochs`` steps, and the standardization is folded back so that ``logit = x @ w + b`` on raw
-    features. Returns ``(w (H,), b, history)``; history has the train loss and, when given, eval metrics
-    per epoch.
-    """
-    from ..progress import progress_bar
-
-    if len(x) == 0:
-        raise ValueError("no training steps (every record went to the eval split?); lower eval_fraction")
-    g = torch.Generator().manual_seed(seed)
-    X = torch.from_numpy(np.asarray(x, np.float32))
-    Y = torch.from_numpy(np.asarray(y, np.float32))
-    mu = X.mean(0)
-    sd = X.std(0, unbiased=False).clamp_min(1e-6)
-    Z = (X - mu) / sd  # (N, H)
-    H = X.shape[1]
-    wz = (torch.randn(H, generator=g) * 0.01).requires_grad_()
-    bz = torch.zeros(1).requires_grad_()
-    opt = torch.optim.AdamW([wz, bz], lr=lr, weight_decay=weight_decay)
-    Ze = (
-        ((torch.from_numpy(np.asarray(x_eval, np.float32)) - mu) / sd)
-        if x_eval is not None and len(x_eval)
-        else None
-    )
-    history: list[dict[str, float]] = []
-    every = max(1, epochs // 50)  # eval ~50 times: AUC on every one of 300 epochs would dominate
-    bar = progress_bar(range(epochs), desc="head", enabled=progress, leave=False)
-    for ep in bar:
-        opt.zero_grad()
-        loss = step_bce_loss(Z @ wz + bz, Y)
-        loss.backward()
-        opt.step()
-        entry = {"epoch": float(ep + 1), "train_loss": float(loss.detach())}
-        if Ze is not None and y_eval is not None and ((ep + 1) % every == 0 or ep + 1 == epochs):
-            with torch.no_grad():
-                m = step_metrics((Ze @ wz + bz).numpy(), y_eval)
-            entry.update(eval_auc=m["auc"], eval_accuracy=m["accuracy"], eval_loss=m["loss"])
-        history.append(entry)
-        bar.set_postfix(loss=f"{entry['train_loss']:.4f}")
-    with torch.no_grad():
-        w = (wz / sd).numpy().astype(np.float32)
-        b = float(bz - (wz * mu / sd).sum())
-    return w, b, history
 
 
 def cached_features(

@@ -1,0 +1,250 @@
+"""``adaptivestep bench corpus``: build (or resume) a labelled PRM training corpus and print its card.
+
+The corpus is made by the project's own stages, in order, each resumable:
+
+1. **questions**: training questions of one task (never an evaluation split), shuffled with ``seed`` and
+   optionally filtered by difficulty (GSM8K: at most ``max_solution_lines`` lines in the reference solution);
+   the first ``questions`` of that order are used, so a larger corpus is a superset of a smaller one;
+2. **sample** ``n`` responses per question (exact temperature-1 log-probs);
+3. **split** with AdaptiveStep (and the newline baseline): tau is the ``break_rate`` quantile of the pooled
+   confidences of the first build and is then frozen in ``tau.json``, so growing the corpus does not move
+   the steps of responses already labelled;
+4. **label** the confidence split by rollouts (``LabelConfig``), logged rollout by rollout.
+
+Every file lands in ``out_dir``: ``problems.jsonl``, ``samples.jsonl``, ``tau.json``, ``split-confidence.jsonl``,
+``split-newline.jsonl``, ``labels-confidence.jsonl`` (+ its work log), ``card.json``. Re-running the same
+command finishes what is missing; a larger ``--questions`` extends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class CorpusSpec:
+    """What corpus to build.
+
+    task / split / data_dir: training questions (``data_dir`` laid out like ``../shared/data``).
+    questions: how many questions (the first of a ``seed``-shuffled, difficulty-filtered order).
+    max_solution_lines: GSM8K only: keep questions whose reference solution has at most this many lines
+        (a difficulty filter on the question, not on the policy's answers); 0 = no filter.
+    n: responses sampled per question. max_tokens: most tokens per response.
+    break_rate: AdaptiveStep's share of tokens that end a step (sets tau once, then frozen).
+    rollouts / rollout_tokens / early_stop / wave: the labelling (hard labels; early stop with these seeds
+        gives exactly the exhaustive hard label).
+    label_newline: also label the newline split (the paper's baseline) - costs about as much again.
+    label: False = a candidate pool only (sample, no split or labels): how held-apart evaluation questions
+        (a test split) get their Best-of-N candidates.
+    seed: question order, sampling and rollout seeds. threads: llama.cpp threads (None = all cores).
+    """
+
+    out_dir: str = "runs/corpus"
+    task: str = "gsm8k"
+    split: str = "train"
+    data_dir: str = "../shared/data"
+    questions: int = 60
+    max_solution_lines: int = 3
+    n: int = 4
+    max_tokens: int = 512
+    break_rate: float = 0.02
+    rollouts: int = 4
+    rollout_tokens: int = 384
+    early_stop: bool = True
+    wave: int = 2
+    label_newline: bool = False
+    label: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+
+def solution_lines(problem: Any) -> int:
+    """Lines of a GSM8K reference solution before its ``####`` answer line (0 when there is none)."""
+    sol = str(problem.meta.get("solution") or "")
+    return len([ln for ln in sol.split("####")[0].strip().splitlines() if ln.strip()])
+
+
+def select_questions(problems: Sequence[Any], count: int, seed: int, max_solution_lines: int = 0) -> list[Any]:
+    """The first ``count`` problems of a ``seed``-shuffled order that pass the difficulty filter.
+
+    >>> from adaptivestep.records import Problem
+    >>> ps = [Problem(id=str(i), question="q", kind="math", meta={"solution": "a\\n" * (i % 4 + 1) + "#### 1"})
+    ...       for i in range(40)]
+    >>> sel = select_questions(ps, 5, seed=0, max_solution_lines=2)
+    >>> len(sel), all(solution_lines(p) <= 2 for p in sel)
+    (5, True)
+    >>> [p.id for p in select_questions(ps, 3, 0, 2)] == [p.id for p in sel[:3]]  # nested: a prefix
+    True
+    """
+    order = np.random.default_rng(seed).permutation(len(problems))
+    out = []
+    for i in order:
+        p = problems[int(i)]
+        if max_solution_lines and solution_lines(p) > max_solution_lines:
+            continue
+        out.append(p)
+        if len(out) == count:
+            break
+    return out
+
+
+def _write_atomic(path: Path, records: Sequence[Any]) -> None:
+    from ..jsonl import JsonlWriter
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    with JsonlWriter(tmp, fsync=False) as w:
+        w.write_all(records)
+    os.replace(tmp, path)
+
+
+def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
+    """Build or extend the corpus of ``spec``; returns its card (also written to ``card.json``)."""
+    from ..backends import load_backend
+    from ..backends.base import SamplingConfig
+    from ..checkers import get_checker
+    from ..jsonl import read_records
+    from ..label import LabelConfig, label_files
+    from ..models import resolve_model
+    from ..records import Sample
+    from ..sample import record_problems, sample_problems
+    from ..split import SplitParams, split_samples
+    from ..tasks import load_tasks, render_prompt
+
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec.label and spec.split != "train":
+        raise ValueError(f"a labelled corpus is built from a train split, got split {spec.split!r}")
+    pool = load_tasks(spec.task, split=spec.split, data_dir=spec.data_dir)
+    problems = select_questions(pool, spec.questions, spec.seed, spec.max_solution_lines)
+    by_id = {p.id: p for p in problems}
+    samples_path = out / "samples.jsonl"
+    record_problems(problems, samples_path)
+    opts: dict[str, Any] = {"n_ctx": 4096}
+    if spec.threads:
+        opts["n_threads"] = spec.threads
+    backend = load_backend("auto", str(resolve_model("default")), **opts)
+    figs: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        s = sample_problems(backend, problems, samples_path, n=spec.n, seed=spec.seed,
+                            config=SamplingConfig(temperature=1.0, max_tokens=spec.max_tokens),
+                            render=lambda p: render_prompt(p, backend), progress=progress)
+        figs["sample_new_tokens"] = s.tokens
+        figs["sample_new_wall_s"] = s.wall_s
+        if not spec.label:
+            return {"spec": asdict(spec), "questions": len(problems), "this_run": figs}
+        samples = [x for x in read_records(samples_path, Sample, tolerate_torn_tail=True) if x.problem_id in by_id]
+        tau_path = out / "tau.json"
+        if tau_path.exists():
+            tau = float(json.loads(tau_path.read_text())["tau"])
+        else:
+            tau = float(split_samples(samples, "confidence", SplitParams(break_rate=spec.break_rate))[0].threshold)
+            tau_path.write_text(json.dumps({"tau": tau, "break_rate": spec.break_rate,
+                                            "pooled_samples": len(samples)}) + "\n")
+        splits = {
+            "confidence": split_samples(samples, "confidence", SplitParams(break_rate=spec.break_rate, tau=tau)),
+            "newline": split_samples(samples, "newline", SplitParams()),
+        }
+        for method, sp in splits.items():
+            _write_atomic(out / f"split-{method}.jsonl", sp)
+        checker = get_checker(problems[0].kind)
+        lcfg = LabelConfig(rollouts=spec.rollouts, max_tokens=spec.rollout_tokens, seed=spec.seed,
+                           early_stop=spec.early_stop, wave=spec.wave)
+        methods = ["confidence"] + (["newline"] if spec.label_newline else [])
+        for method in methods:
+            t1 = time.perf_counter()
+            summ = label_files(backend, lambda p, t: checker.check(p, t).correct, by_id, samples_path,
+                               out / f"split-{method}.jsonl", out / f"labels-{method}.jsonl", lcfg,
+                               progress=progress)
+            figs[f"label_{method}_new_wall_s"] = time.perf_counter() - t1
+            figs[f"label_{method}_failures"] = len(summ.failures)
+    finally:
+        backend.close()
+    card = corpus_card(spec, out, tau)
+    card["this_run"] = {**figs, "wall_s": time.perf_counter() - t0}
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def corpus_card(spec: CorpusSpec, out: Path, tau: float) -> dict[str, Any]:
+    """Figures of the corpus as it is on disk: questions, responses, pass rate, steps, labels, cost."""
+    from ..checkers import get_checker
+    from ..jsonl import read_records
+    from ..records import LabeledRecord, Problem, Sample
+
+    problems = {p.id: p for p in read_records(out / "problems.jsonl", Problem)}
+    samples = list(read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True))
+    checker = get_checker("math")
+    correct = [bool(checker.check(problems[s.problem_id], s.text).correct) for s in samples]
+    by_q: dict[str, list[bool]] = {}
+    for s, c in zip(samples, correct):
+        by_q.setdefault(s.problem_id, []).append(c)
+    card: dict[str, Any] = {
+        "spec": asdict(spec),
+        "policy": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (embedded default), llama.cpp exact mode",
+        "tau": tau,
+        "questions": len(by_q),
+        "responses": len(samples),
+        "response_tokens": sum(len(s.token_ids) for s in samples),
+        "truncated_share": float(np.mean([s.finish_reason == "length" for s in samples])) if samples else 0.0,
+        "response_pass_rate": float(np.mean(correct)) if correct else 0.0,
+        "questions_all_wrong": sum(not any(v) for v in by_q.values()),
+        "questions_all_right": sum(all(v) for v in by_q.values()),
+    }
+    for method in ("confidence", "newline"):
+        path = out / f"labels-{method}.jsonl"
+        if not path.exists():
+            continue
+        recs = list(read_records(path, LabeledRecord, tolerate_torn_tail=True))
+        steps = [x for r in recs for x in r.labels]
+        card[f"labels_{method}"] = {
+            "responses": len(recs),
+            "steps": len(steps),
+            "steps_per_response": len(steps) / max(1, len(recs)),
+            "positive_step_share": float(np.mean(steps)) if steps else 0.0,
+            "rollouts": sum(r.cost.get("rollouts", 0) for r in recs),
+            "rollout_tokens": sum(r.cost.get("generated_tokens", 0) for r in recs),
+            "rollout_tokens_per_response": sum(r.cost.get("generated_tokens", 0) for r in recs) / max(1, len(recs)),
+        }
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    d = CorpusSpec()
+    p = argparse.ArgumentParser(prog="adaptivestep bench corpus", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, default in asdict(d).items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            p.add_argument(flag, type=type(default) if default is not None else int, default=default)
+    p.add_argument("--quick", action="store_true", help="2 questions x 2 responses into runs/corpus-quick")
+    p.add_argument("--card-only", action="store_true", help="print the card of what is on disk, build nothing")
+    a = p.parse_args(argv)
+    kw = {k: getattr(a, k) for k in asdict(d)}
+    if a.quick:
+        kw.update(out_dir="runs/corpus-quick" if a.out_dir == d.out_dir else a.out_dir, questions=2, n=2,
+                  max_tokens=256, rollouts=2, rollout_tokens=128)
+    spec = CorpusSpec(**kw)
+    if a.card_only:
+        tau = float(json.loads((Path(spec.out_dir) / "tau.json").read_text())["tau"])
+        card = corpus_card(spec, Path(spec.out_dir), tau)
+    else:
+        card = build(spec)
+    for k, v in card.items():
+        if k != "spec":
+            print(f"{k}: {v}")
+    print(json.dumps(card, default=float))
+    return 0

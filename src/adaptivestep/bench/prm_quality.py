@@ -1,0 +1,282 @@
+"""``adaptivestep bench prm-quality``: the PRM's learning curve and its baselines, on questions it never saw.
+
+From one labelled corpus (``bench corpus``), the questions are split into ``folds`` folds. For each fold,
+heads are trained on nested subsets of the other folds' questions (``sizes`` = labelled responses, a
+question's responses always together) and every response of the held-out fold is scored, so each response
+is predicted once per size by a PRM that never saw its question. Reported per size and scorer:
+
+- step AUC (step scores vs the rollout labels of held-out steps);
+- response AUC (aggregated score vs final correctness) for min / mean / last / prod;
+- Best-of-N at N = pool size (the corpus' responses per question) against majority vote on the same pools,
+  exact over subsets, with a paired bootstrap 95% interval of the difference.
+
+Scorers: ``prm:<backbone>`` (head on the step labels, L2 chosen by inner cross-validation), ``orm:<backbone>``
+(the same head trained on final correctness only, at each response's last step), and zero-training
+``confidence-mean`` / ``confidence-min`` (mean token log-prob of the response / lowest step-mean log-prob).
+With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-apart questions), heads
+trained on the whole corpus score those candidates too: that table is the one to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RULES = ("min", "mean", "last", "prod")
+
+
+@dataclass
+class Item:
+    """One response with what every scorer and metric needs."""
+
+    problem_id: str
+    sample_index: int
+    question: str
+    steps: list[str]
+    labels: list[float]  # rollout labels (hard); empty for eval candidates
+    correct: bool
+    vote: str | None
+    step_logprobs: list[list[float]]  # token log-probs of each step
+
+
+def _step_logprobs(sample: Any, ends: Sequence[int]) -> list[list[float]]:
+    starts = [0, *ends[:-1]]
+    return [list(sample.logprobs[a:b]) for a, b in zip(starts, ends)]
+
+
+def corpus_items(corpus: Path, method: str = "confidence") -> list[Item]:
+    """Items of a corpus folder: its labelled records joined with their samples (for log-probs)."""
+    from ..checkers import vote_key
+    from ..jsonl import read_records
+    from ..records import LabeledRecord, Problem, Sample
+
+    problems = {p.id: p for p in read_records(corpus / "problems.jsonl", Problem)}
+    samples = {s.key: s for s in read_records(corpus / "samples.jsonl", Sample, tolerate_torn_tail=True)}
+    out = []
+    for r in read_records(corpus / f"labels-{method}.jsonl", LabeledRecord, tolerate_torn_tail=True):
+        s = samples[(r.problem_id, r.sample_index)]
+        kind = problems[r.problem_id].kind
+        out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), list(r.hard_labels or r.labels),
+                        bool(r.final_correct), vote_key(kind, s.text), _step_logprobs(s, r.step_token_ends)))
+    return out
+
+
+def candidate_items(folder: Path, tau: float) -> list[Item]:
+    """Items of a folder of candidates (``samples.jsonl`` + ``problems.jsonl``), split by AdaptiveStep at ``tau``."""
+    from ..checkers import get_checker, vote_key
+    from ..jsonl import read_records
+    from ..records import Problem, Sample
+    from ..split import SplitParams, split_samples, step_texts
+
+    problems = {p.id: p for p in read_records(folder / "problems.jsonl", Problem)}
+    samples = list(read_records(folder / "samples.jsonl", Sample, tolerate_torn_tail=True))
+    splits = split_samples(samples, "confidence", SplitParams(tau=tau))
+    checkers: dict[str, Any] = {}
+    out = []
+    for s, sp in zip(samples, splits):
+        p = problems[s.problem_id]
+        ch = checkers.setdefault(p.kind, get_checker(p.kind))
+        out.append(Item(s.problem_id, s.sample_index, p.question, step_texts(s, sp), [],
+                        bool(ch.check(p, s.text).correct), vote_key(p.kind, s.text),
+                        _step_logprobs(s, sp.boundaries)))
+    return out
+
+
+def features(items: Sequence[Item], backbone: str, cache_dir: Path, *, max_length: int = 1024) -> list[np.ndarray]:
+    """Step-end hidden states (K_i, H) of each item under ``backbone``, cached in ``cache_dir``."""
+    key = hashlib.sha256(json.dumps([backbone, max_length, [(i.question, i.steps) for i in items]]).encode())
+    path = cache_dir / f"features-{backbone.replace('/', '_')}-{key.hexdigest()[:16]}.npz"
+    counts = [len(i.steps) for i in items]
+    if path.exists():
+        d = np.load(path)
+        flat = d["features"]
+    else:
+        from ..prm.model import PRM
+
+        prm = PRM.from_backbone(backbone, mode="head", max_length=max_length)
+        flat = np.concatenate(prm.features_batch([(i.question, i.steps) for i in items], progress=True))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, features=flat.astype(np.float32), counts=np.asarray(counts))
+        tmp.replace(path)
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    return [flat[offs[j]: offs[j + 1]] for j in range(len(items))]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: str, seed: int) -> dict[str, Any]:
+    """Heads trained on ``train``: the PRM (step labels) and the ORM (final correctness at the last step)."""
+    from ..prm.head import fit_head
+
+    last = np.stack([f[-1] for f in feats])
+    out = {f"orm:{backbone}": fit_head(last, np.asarray([float(i.correct) for i in train]),
+                                       [i.problem_id for i in train], seed=seed)}
+    if all(i.labels for i in train):  # step labels present (a labelled corpus, not candidates only)
+        x = np.concatenate(feats)
+        y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
+        out[f"prm:{backbone}"] = fit_head(x, y, [i.problem_id for i in train for _ in i.steps], seed=seed)
+    return out
+
+
+def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
+    return {name: [list(_sigmoid(f @ fit.w + fit.b)) for f in feats] for name, fit in fits.items()}
+
+
+def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
+    """Zero-training scorers from the policy's own token log-probs (as probabilities in (0, 1])."""
+    mean = [[float(np.exp(np.mean([x for s in i.step_logprobs for x in s])))] * len(i.steps) for i in items]
+    step_mean = [[float(np.exp(np.mean(s))) if s else 1.0 for s in i.step_logprobs] for i in items]
+    return {"confidence-mean": mean, "confidence-min": step_mean}
+
+
+def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, n: int | None = None) -> dict[str, Any]:
+    """Step AUC, response AUC per aggregation and Best-of-N vs majority at ``n`` (default: smallest full pool)."""
+    from ..prm.data import roc_auc
+    from ..prm.quality import bon_vs_majority, response_auc
+    from ..search.bon import Candidate
+
+    out: dict[str, Any] = {}
+    labelled = [(s, i.labels) for s, i in zip(scores, items) if i.labels]
+    if labelled:
+        out["step_auc"] = roc_auc(np.concatenate([s for s, _ in labelled]), np.concatenate([y for _, y in labelled]))
+    correct = [i.correct for i in items]
+    for how in RULES:
+        out[f"response_auc_{how}"] = response_auc(scores, correct, how)
+    pools: dict[str, list[Candidate]] = {}
+    for it, sc in zip(items, scores):
+        pools.setdefault(it.problem_id, []).append(Candidate(it.sample_index, it.vote, sc, it.correct))
+    sizes = [len(p) for p in pools.values()]
+    n = n or (max(set(sizes), key=sizes.count) if sizes else 0)
+    for how in RULES:
+        r = bon_vs_majority(list(pools.values()), f"prm-{how}", n, seed=seed)
+        out[f"bon_{how}"] = asdict(r)
+    return out
+
+
+def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes: Sequence[int], folds: int,
+                   seed: int) -> dict[int, dict[str, list[list[float]]]]:
+    """Out-of-fold step scores of every item, per training size and scorer."""
+    from ..prm.head import group_folds
+    from ..prm.quality import learning_curve_subsets
+
+    qids = [i.problem_id for i in items]
+    per_q: dict[str, int] = {}
+    for q in qids:
+        per_q[q] = per_q.get(q, 0) + 1
+    uniq = sorted(per_q)
+    fold_idx = group_folds(uniq, folds, seed)
+    preds: dict[int, dict[str, list[list[float] | None]]] = {}
+    for f, held_q in enumerate(fold_idx):
+        test_q = {uniq[j] for j in held_q}
+        train_q = [q for q in uniq if q not in test_q]
+        test_i = [k for k, it in enumerate(items) if it.problem_id in test_q]
+        for size, groups in learning_curve_subsets(train_q, per_q, sizes, seed=seed + f).items():
+            gs = set(groups)
+            tr = [k for k, it in enumerate(items) if it.problem_id in gs]
+            row = preds.setdefault(size, {})
+            for bb, fe in feats.items():
+                fits = fit_scorers([items[k] for k in tr], [fe[k] for k in tr], bb, seed)
+                for name, sc in score_items(fits, [fe[k] for k in test_i]).items():
+                    col = row.setdefault(name, [None] * len(items))
+                    for k, s in zip(test_i, sc):
+                        col[k] = s
+            print(f"  fold {f + 1}/{folds}: size {size} ({len(gs)} questions) done", flush=True)
+    # keep a size only where every fold reached it (else its items would be scored by fewer folds)
+    return {s: {n: c for n, c in row.items()} for s, row in preds.items()
+            if all(x is not None for c in row.values() for x in c)}  # type: ignore[misc]
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    b = m["bon_min"]
+    return (f"step AUC {m.get('step_auc', float('nan')):.3f} | response AUC min {m['response_auc_min']:.3f} "
+            f"last {m['response_auc_last']:.3f} mean {m['response_auc_mean']:.3f} | BoN@{b['n']} min "
+            f"{100 * b['acc']:.1f}% vs majority {100 * b['majority']:.1f}% (diff {100 * b['diff']:+.1f} "
+            f"[{100 * b['lo']:+.1f}, {100 * b['hi']:+.1f}], {b['questions']} q; oracle {100 * b['oracle']:.1f}%)")
+
+
+def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int, seed: int,
+        eval_dir: Path | None, method: str = "confidence") -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
+        items = candidate_items(corpus, float(json.loads((corpus / "tau.json").read_text())["tau"]))
+    else:
+        items = corpus_items(corpus, method)
+    if not items:
+        raise ValueError(f"{corpus}: no labelled records in labels-{method}.jsonl")
+    cache = corpus / "features"
+    feats = {bb: features(items, bb, cache) for bb in backbones}
+    print(f"corpus {corpus}: {len(items)} labelled responses, {len({i.problem_id for i in items})} questions, "
+          f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
+          f"pass rate {np.mean([i.correct for i in items]):.2f}", flush=True)
+    res: dict[str, Any] = {"corpus": str(corpus), "method": method, "responses": len(items), "curve": {}}
+    curve = learning_curve(items, feats, sizes, folds, seed)
+    conf = confidence_scores(items)
+    for size, row in sorted(curve.items()):
+        res["curve"][size] = {name: metrics(items, sc, seed=seed) for name, sc in {**row, **conf}.items()}
+    print(f"\nlearning curve ({folds}-fold over questions; each response scored by heads that never saw its question)")
+    for size, row in res["curve"].items():
+        for name, m in row.items():
+            if size == min(res["curve"]) or not name.startswith("confidence"):
+                print(f"  {size:4d} responses  {name:28s} {_fmt(m)}")
+    if eval_dir is not None:
+        tau = float(json.loads((corpus / "tau.json").read_text())["tau"])
+        ev = candidate_items(eval_dir, tau)
+        scores = dict(confidence_scores(ev))
+        for bb in backbones:
+            efe = features(ev, bb, eval_dir / "features")
+            scores.update(score_items(fit_scorers(items, feats[bb], bb, seed), efe))
+        res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
+        print(f"\nheld-apart questions {eval_dir}: {len({i.problem_id for i in ev})} questions, {len(ev)} candidates")
+        for name, by_n in res["eval"].items():
+            for n, m in by_n.items():
+                if m["bon_min"]["questions"]:
+                    print(f"  {name:28s} N={n}: {_fmt(m)}")
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def _summary(res: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"responses": res["responses"], "wall_s": res["wall_s"]}
+    if res["curve"]:
+        top = res["curve"][max(res["curve"])]
+        for name, m in top.items():
+            key = name.replace(":", "_").replace("-", "_").replace(".", "_")
+            out[f"{key}_step_auc"] = m.get("step_auc")
+            out[f"{key}_response_auc_min"] = m["response_auc_min"]
+            out[f"{key}_bon_min_minus_majority"] = m["bon_min"]["diff"]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="adaptivestep bench prm-quality", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--corpus", default="runs/corpus", help="corpus folder from `adaptivestep bench corpus`")
+    p.add_argument("--method", default="confidence",
+                   help="which labels: labels-METHOD.jsonl; 'outcome' = every sampled response, final correctness only")
+    p.add_argument("--backbones", nargs="+", default=["smollm2-135m", "default"],
+                   help="feature sources: 'default' = the policy itself (Qwen2.5-Coder-0.5B), smollm2-135m, ...")
+    p.add_argument("--sizes", nargs="+", type=int, default=[25, 50, 100, 200, 400], help="training responses")
+    p.add_argument("--folds", type=int, default=5, help="question folds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", default=None, help="folder of held-apart candidates (samples.jsonl + problems.jsonl)")
+    p.add_argument("--out", default=None, help="write all figures as JSON here")
+    p.add_argument("--quick", action="store_true", help="smollm2-135m only, 3 folds, sizes 8 16")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.backbones, a.folds, a.sizes = ["smollm2-135m"], 3, [8, 16]
+    res = run(Path(a.corpus), a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method)
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
+    print(json.dumps(_summary(res), default=float))
+    return 0

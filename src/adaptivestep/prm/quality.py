@@ -1,0 +1,116 @@
+"""How good a PRM is, measured the way a user of it cares about: pure functions, no model.
+
+- :func:`response_auc`: aggregated step scores vs final correctness (does the PRM rank right answers higher?);
+- :func:`bon_vs_majority`: Best-of-N accuracy of a scoring rule and of majority vote on the same pools, per
+  question (exact expectation over all N-subsets of each pool), and their paired difference with a
+  bootstrap interval over questions;
+- :func:`learning_curve_subsets`: nested training subsets of growing size in *responses*, whole questions
+  only, drawn from the training side of a question split, so no question is ever on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..search.aggregate import aggregate
+from ..search.bon import Candidate
+from ..search.estimate import build_pool, exact_accuracy
+from .data import roc_auc
+
+
+def response_auc(step_scores: Sequence[Sequence[float]], correct: Sequence[bool], how: str = "min") -> float:
+    """AUC of the aggregated score of each response against its final correctness (nan with one class).
+
+    >>> response_auc([[0.9, 0.8], [0.2, 0.9], [0.7]], [True, False, True], "min")
+    1.0
+    """
+    keep = [i for i, s in enumerate(step_scores) if len(s)]
+    agg = [aggregate(list(step_scores[i]), how) for i in keep]
+    return roc_auc(np.asarray(agg), np.asarray([float(correct[i]) for i in keep]))
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                     ci: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a - b`` (one pair per question) and its percentile bootstrap interval over questions.
+
+    >>> paired_bootstrap([1.0, 0.5, 1.0], [0.5, 0.5, 0.5])[0]
+    0.3333333333333333
+    """
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng([seed, 0xD1FF])
+    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return float(d.mean()), float(lo), float(hi)
+
+
+@dataclass
+class BoNResult:
+    """Best-of-N of one rule against majority vote on the same pools, at one N.
+
+    acc / majority / oracle: mean per-question accuracy; diff, lo, hi: paired difference rule - majority
+    with its 95% bootstrap interval; questions: pools used (those with at least N candidates).
+    """
+
+    n: int
+    acc: float
+    majority: float
+    oracle: float
+    diff: float
+    lo: float
+    hi: float
+    questions: int
+
+
+def bon_vs_majority(pools: Sequence[Sequence[Candidate]], rule: str, n: int, *, seed: int = 0) -> BoNResult:
+    """Exact Best-of-``n`` accuracy of ``rule`` (e.g. ``prm-min``) vs ``majority`` on each pool of >= n.
+
+    >>> good = [Candidate(0, "1", [0.9], True), Candidate(1, "2", [0.1], False), Candidate(2, "2", [0.2], False)]
+    >>> r = bon_vs_majority([good], "prm-min", 3)
+    >>> r.acc, r.majority, r.diff
+    (1.0, 0.0, 1.0)
+    """
+    how = rule[4:] if rule.startswith("prm-") else "min"
+    acc, maj, orc = [], [], []
+    for cands in pools:
+        if len(cands) < n:
+            continue
+        acc.append(exact_accuracy(build_pool(cands, how), rule, n)[0])
+        maj.append(exact_accuracy(build_pool(cands, None), "majority", n)[0])
+        orc.append(exact_accuracy(build_pool(cands, None), "oracle", n)[0])
+    if not acc:
+        nan = float("nan")
+        return BoNResult(n, nan, nan, nan, nan, nan, nan, 0)
+    d, lo, hi = paired_bootstrap(acc, maj, seed=seed)
+    return BoNResult(n, float(np.mean(acc)), float(np.mean(maj)), float(np.mean(orc)), d, lo, hi, len(acc))
+
+
+def learning_curve_subsets(train_groups: Sequence[str], responses_per_group: dict[str, int],
+                           sizes: Sequence[int], seed: int = 0) -> dict[int, list[str]]:
+    """For each size, the groups (questions) of a nested training subset holding >= size responses.
+
+    Groups are taken whole in one seeded order, so each subset is a prefix of the next; a size larger than
+    all the training responses is left out (not silently clamped).
+
+    >>> subs = learning_curve_subsets(["a", "b", "c", "d"], {"a": 2, "b": 2, "c": 2, "d": 2}, [3, 4, 9], seed=1)
+    >>> sorted(subs), len(subs[3]), set(subs[3]) <= set(subs[4])
+    ([3, 4], 2, True)
+    """
+    order = [train_groups[i] for i in np.random.default_rng([seed, 0x5E7]).permutation(len(train_groups))]
+    total = sum(responses_per_group[g] for g in order)
+    out: dict[int, list[str]] = {}
+    for size in sorted(set(sizes)):
+        if size > total:
+            continue
+        taken, count = [], 0
+        for g in order:
+            if count >= size:
+                break
+            taken.append(g)
+            count += responses_per_group[g]
+        out[size] = taken
+    return out

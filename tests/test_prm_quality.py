@@ -1,0 +1,64 @@
+"""PRM quality measures (pure functions): learning-curve subsets, response AUC, Best-of-N vs majority."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptivestep.bench.corpus import select_questions, solution_lines
+from adaptivestep.prm.quality import bon_vs_majority, learning_curve_subsets, paired_bootstrap, response_auc
+from adaptivestep.records import Problem
+from adaptivestep.search.bon import Candidate
+
+
+def test_learning_curve_subsets_are_nested_whole_questions_from_the_train_side() -> None:
+    rng = np.random.default_rng(0)
+    groups = [f"q{i}" for i in range(30)]
+    per = {g: int(rng.integers(1, 5)) for g in groups}
+    train, test = groups[:24], set(groups[24:])
+    subs = learning_curve_subsets(train, per, [5, 10, 20, 40, 10_000], seed=3)
+    assert 10_000 not in subs  # larger than the training side: left out, not clamped
+    prev: list[str] = []
+    for size in sorted(subs):
+        s = subs[size]
+        assert not set(s) & test and len(set(s)) == len(s)
+        assert sum(per[g] for g in s) >= size and sum(per[g] for g in s[:-1]) < size
+        assert s[: len(prev)] == prev  # nested
+        prev = s
+
+
+def test_response_auc_and_bon_vs_majority() -> None:
+    # the PRM ranks the right answer first in every pool, while the vote goes to a wrong answer twice
+    pools = [
+        [Candidate(0, "7", [0.9, 0.8], True), Candidate(1, "5", [0.3], False), Candidate(2, "5", [0.4], False),
+         Candidate(3, "6", [0.2], False)],
+        [Candidate(0, "2", [0.1], False), Candidate(1, "3", [0.95], True), Candidate(2, "2", [0.2], False),
+         Candidate(3, "3", [0.7], True)],
+    ]
+    flat = [c for p in pools for c in p]
+    assert response_auc([c.step_scores for c in flat], [c.correct for c in flat], "min") == 1.0
+    r = bon_vs_majority(pools, "prm-min", 4)
+    assert (r.acc, r.questions) == (1.0, 2)
+    assert r.majority == 0.0  # pool 2 ties "2" and "3": ties go to the lowest index, "2"
+    assert r.diff == 1.0 and r.lo <= r.diff <= r.hi
+    r2 = bon_vs_majority(pools, "prm-min", 2)
+    assert 0.0 <= r2.majority <= r2.acc <= r2.oracle <= 1.0
+    assert bon_vs_majority(pools, "prm-min", 5).questions == 0  # no pool that large
+
+
+def test_paired_bootstrap_interval_brackets_the_mean() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.random(200)
+    b = a - 0.1 + 0.05 * rng.standard_normal(200)
+    d, lo, hi = paired_bootstrap(a, b)
+    assert d == pytest.approx(0.1, abs=0.02) and lo < d < hi and lo > 0
+
+
+def test_select_questions_filters_by_reference_length_and_is_nested() -> None:
+    ps = [Problem(id=f"p{i}", question="q", kind="math", meta={"solution": "x\n" * (1 + i % 5) + "#### 3"})
+          for i in range(100)]
+    a = select_questions(ps, 10, seed=4, max_solution_lines=2)
+    b = select_questions(ps, 20, seed=4, max_solution_lines=2)
+    assert [p.id for p in b[:10]] == [p.id for p in a]
+    assert all(solution_lines(p) <= 2 for p in b)
+    assert len(select_questions(ps, 10, seed=4)) == 10
