@@ -425,3 +425,26 @@ def test_split_keeps_problems_together() -> None:
     assert len(tr) + len(ev) == 20 and ev
     assert not {e.group for e in tr} & {e.group for e in ev}
     assert split_examples(ex, 0.2, seed=3)[1] == ev  # seeded
+
+
+def test_head_training_with_extra_data_keeps_eval_to_the_primary_file(backbone: Path, tmp_path: Path) -> None:
+    own = _records(tmp_path / "own.jsonl", n=16, seed=1)
+    extra = tmp_path / "extra.jsonl"
+    # the shipped-corpus role: other questions (q1xx), plus one question shared with the run's own file
+    lines = [json.loads(x) for x in _records(tmp_path / "tmp.jsonl", n=24, seed=2).read_text().splitlines()]
+    for r in lines:
+        r["problem_id"] = "p0" if r["sample_index"] == 0 else f"q1{r['problem_id']}"
+    extra.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    cfg = TrainConfig(mode="head", output_dir=str(tmp_path / "prm"), eval_fraction=0.25,
+                      feature_cache=str(tmp_path / "cache"), max_length=256)
+    alone = train(cfg, own, backbone)
+    both = train(cfg, own, backbone, extra_data=[extra])
+    # the eval side is the same questions of the own file, with or without extra data
+    assert both["n_eval_records"] == alone["n_eval_records"] > 0
+    held_p0 = both["n_extra_records"] == len(lines) - 1  # p0 went to eval: its extra record is dropped
+    assert held_p0 or both["n_extra_records"] == len(lines)
+    assert both["n_train_records"] == alone["n_train_records"] + both["n_extra_records"]
+    assert both["extra_data"] == [str(extra)]
+    again = train(cfg, own, backbone, extra_data=[extra])
+    assert again["features_cached"]  # each file's features come from its own cache entry
+    assert json.loads((tmp_path / "prm" / "train_metrics.json").read_text())["n_extra_records"] == again["n_extra_records"]

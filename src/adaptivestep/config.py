@@ -64,9 +64,12 @@ class PRMStage(TrainConfig):
     backbone it trains on.
 
     backbone: embedded name / GGUF / HF dir of the PRM backbone.
+    corpus: labelled records trained on beside the run's own labels (never held out): "embedded" = the corpus
+        the package ships for the task (none for tasks without one), "none", or a labelled JSONL(.gz) path.
     """
 
     backbone: str = "smollm2-135m"
+    corpus: str | None = "embedded"
     eval_fraction: float = 0.2  # the run holds out more: its few training questions give few held-out steps
 
     def train_config(self) -> TrainConfig:

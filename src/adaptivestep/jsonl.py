@@ -23,12 +23,19 @@ class DataError(ValueError):
 
 
 def iter_json(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for every non-empty line of a JSONL file."""
+    """Yield ``(line_number, object)`` for every non-empty line of a JSONL file (``.gz``: gzip-compressed)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     with path.open("rb") as f:
         raw = f.read()
+    if path.name.endswith(".gz"):
+        import gzip
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e})") from None
     lines = raw.split(b"\n")
     last = len(lines)
     for i, line in enumerate(lines, start=1):

@@ -101,11 +101,15 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
     if (out / METRICS_FILE).exists():
         _say("4/5 PRM already trained: reusing it")
         return dict(json.loads((out / METRICS_FILE).read_text()))
+    from .prm.shipped import resolve_corpus
+
     labels = rd / "train" / "labels.jsonl"
+    corpus = resolve_corpus(cfg.prm.corpus, cfg.data.task)
     steps = [x for r in read_records(labels, LabeledRecord) for x in r.labels]
-    _say(f"4/5 training the PRM ({cfg.prm.mode} on {cfg.prm.backbone}) on {len(steps)} labelled steps "
-         f"({sum(steps):.0f} positive)")
-    return train(cfg.prm.train_config(), labels, cfg.prm.backbone)
+    extra = [x for r in read_records(corpus, LabeledRecord) for x in r.labels] if corpus else []
+    _say(f"4/5 training the PRM ({cfg.prm.mode} on {cfg.prm.backbone}) on {len(steps)} labelled steps of this run "
+         f"({sum(steps):.0f} positive)" + (f" + {len(extra)} of the corpus {corpus}" if corpus else ""))
+    return train(cfg.prm.train_config(), labels, cfg.prm.backbone, extra_data=[corpus] if corpus else [])
 
 
 def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,13 @@ FEATURE_CACHE_VERSION = 1
 METRICS_FILE = "train_metrics.json"
 
 
-def train(config: TrainConfig, data_path: str | Path, backbone: str | Path) -> dict[str, Any]:
+def train(config: TrainConfig, data_path: str | Path, backbone: str | Path,
+          extra_data: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Train a PRM on ``data_path`` (LabeledRecord JSONL) over ``backbone``; save it to ``config.output_dir``.
+
+    ``extra_data``: more labelled files trained on as well, never held out (e.g. the shipped corpus beside a
+    run's own labels): the held-out evaluation comes from ``data_path``'s questions only. A question of
+    ``data_path``'s eval side that also appears in ``extra_data`` is dropped from the extra records.
 
     Returns metrics: final ``eval_auc`` / ``eval_accuracy`` / ``eval_loss`` (nan without an eval split),
     ``train_loss``, ``history`` (one entry per epoch), throughput (``labelled_steps_per_s``), timings and
@@ -61,19 +67,24 @@ def train(config: TrainConfig, data_path: str | Path, backbone: str | Path) -> d
     data_path = Path(data_path)
     examples = load_examples(data_path, cfg.label_type)  # type: ignore[arg-type]
     train_ex, eval_ex = split_examples(examples, cfg.eval_fraction, cfg.seed)
+    held = {e.group for e in eval_ex}
+    extra = [(Path(p), load_examples(Path(p), cfg.label_type)) for p in extra_data]  # type: ignore[arg-type]
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     state: dict[str, torch.Tensor] | None = None
     prm: PRM | None
     if cfg.mode == "head":
-        prm, metrics = _train_head(cfg, data_path, backbone, train_ex, eval_ex)
+        prm, metrics = _train_head(cfg, data_path, backbone, train_ex, eval_ex, extra)
     else:
-        prm, metrics, state = _train_trainer(cfg, backbone, train_ex, eval_ex)
+        more = [e for _, ex in extra for e in ex if e.group not in held]
+        prm, metrics, state = _train_trainer(cfg, backbone, train_ex + more, eval_ex)
     metrics.update(
         mode=cfg.mode,
         backbone=str(backbone),
         data_file=str(data_path),
-        n_train_records=len(train_ex),
+        n_train_records=len(train_ex) + sum(e.group not in held for _, ex in extra for e in ex),
+        n_extra_records=sum(e.group not in held for _, ex in extra for e in ex),
+        extra_data=[str(p) for p, _ in extra],
         n_eval_records=len(eval_ex),
         n_train_steps=sum(len(e.labels) for e in train_ex),
         n_eval_steps=sum(len(e.labels) for e in eval_ex),
@@ -87,6 +98,7 @@ def train(config: TrainConfig, data_path: str | Path, backbone: str | Path) -> d
         card = {
             "data_file": str(data_path),
             "data_sha256": file_sha256(data_path),
+            "extra_data": {str(p): file_sha256(p) for p, _ in extra},
             "split": f"held-out by problem id, eval_fraction={cfg.eval_fraction}, seed={cfg.seed}",
             "label_type": cfg.label_type,
             "metrics": {
@@ -110,6 +122,7 @@ def _train_head(
     backbone: str | Path,
     train_ex: list[StepExample],
     eval_ex: list[StepExample],
+    extra: Sequence[tuple[Path, list[StepExample]]] = (),
 ) -> tuple[PRM, dict[str, Any]]:
     prm = PRM.from_backbone(
         backbone,
@@ -123,6 +136,15 @@ def _train_head(
     examples = train_ex + eval_ex
     t_feat = time.perf_counter()
     feats, cached = cached_features(prm, examples, data_path, cfg.feature_cache)
+    held = {e.group for e in eval_ex}
+    for path, ex in extra:  # each file its own cache entry: the shipped corpus' features are computed once
+        if ex:
+            f_ex, c_ex = cached_features(prm, ex, path, cfg.feature_cache)
+            keep = [j for j, e in enumerate(ex) if e.group not in held]
+            feats = feats[: len(train_ex)] + [f_ex[j] for j in keep] + feats[len(train_ex):]
+            train_ex = train_ex + [ex[j] for j in keep]
+            cached = cached and c_ex
+    examples = train_ex + eval_ex
     feat_s = time.perf_counter() - t_feat
     n_tr = len(train_ex)
     x_tr = np.concatenate(feats[:n_tr]) if n_tr else np.zeros((0, prm.config.hidden_size), np.float32)

@@ -1,0 +1,41 @@
+"""What the package ships for PRMs: a labelled training corpus per task and a head trained on it.
+
+Both are built by the project's own commands (``adaptivestep bench corpus``, then ``adaptivestep train``); each
+folder under ``adaptivestep/data/prm/`` holds ``labels.jsonl.gz`` (LabeledRecords), ``card.json`` (the exact
+command, policy, split, tau, M, wall time, tokens and metrics) and, where trained, ``head/`` (a saved PRM whose
+backbone is an embedded model name, so it loads on any machine with the package).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+SHIPPED: dict[str, str] = {"gsm8k": "gsm8k-easy"}
+"""Task -> shipped corpus folder (questions from the task's train split only)."""
+
+
+def _root() -> Path:
+    return Path(str(resources.files("adaptivestep") / "data" / "prm"))
+
+
+def corpus_dir(task: str) -> Path | None:
+    """The shipped corpus folder of ``task``, None when the package ships none for it."""
+    name = SHIPPED.get(task)
+    if name is None or not (_root() / name / "labels.jsonl.gz").exists():
+        return None
+    return _root() / name
+
+
+def resolve_corpus(spec: str | None, task: str) -> Path | None:
+    """A PRM stage's ``corpus`` setting as a labels file: None/"none" = no corpus; "embedded" = the shipped one
+    of ``task`` (None when there is none); else a path to a labelled JSONL(.gz), which must exist."""
+    if spec is None or spec == "none":
+        return None
+    if spec == "embedded":
+        d = corpus_dir(task)
+        return None if d is None else d / "labels.jsonl.gz"
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise ValueError(f"prm.corpus: {p} does not exist (use 'embedded', 'none' or a labelled JSONL file)")
+    return p

@@ -1,0 +1,63 @@
+"""The shipped PRM corpus: gzip JSONL reading, how `prm.corpus` resolves, and the corpus itself."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from adaptivestep.jsonl import DataError, iter_json, read_records
+from adaptivestep.prm.shipped import SHIPPED, corpus_dir, resolve_corpus
+from adaptivestep.records import LabeledRecord
+
+
+def test_iter_json_reads_gzip_and_names_a_broken_one(tmp_path: Path) -> None:
+    rec = {"prompt": "q", "completions": ["a", "b"], "labels": [1.0, 0.5]}
+    p = tmp_path / "x.jsonl.gz"
+    p.write_bytes(gzip.compress((json.dumps(rec) + "\n").encode()))
+    assert [r.labels for r in read_records(p, LabeledRecord)] == [[1.0, 0.5]]
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="bad.jsonl.gz"):
+        list(iter_json(bad))
+
+
+def test_resolve_corpus(tmp_path: Path) -> None:
+    assert resolve_corpus(None, "gsm8k") is None and resolve_corpus("none", "gsm8k") is None
+    assert resolve_corpus("embedded", "humaneval") is None  # nothing shipped for code
+    f = tmp_path / "l.jsonl"
+    f.write_text("")
+    assert resolve_corpus(str(f), "gsm8k") == f
+    with pytest.raises(ValueError, match="prm.corpus"):
+        resolve_corpus(str(tmp_path / "missing.jsonl"), "gsm8k")
+
+
+SHIPPED_TASKS = [t for t in SHIPPED if corpus_dir(t) is not None]
+
+
+@pytest.mark.parametrize("task", SHIPPED_TASKS)
+def test_shipped_corpus_is_valid_train_only_and_loads_with_datasets(task: str) -> None:
+    d = corpus_dir(task)
+    assert d is not None
+    recs = list(read_records(d / "labels.jsonl.gz", LabeledRecord))  # validates against the data contract
+    assert recs and all(r.problem_id.startswith(f"{task}/train/") for r in recs)
+    card = json.loads((d / "card.json").read_text())
+    assert card["responses"] >= len({(r.problem_id, r.sample_index) for r in recs})
+    assert card["spec"]["split"] == "train"
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("json", data_files=str(d / "labels.jsonl.gz"), split="train")
+    assert len(ds) == len(recs) and set(ds.column_names) >= {"prompt", "completions", "labels"}
+
+
+@pytest.mark.parametrize("task", SHIPPED_TASKS)
+def test_shipped_corpus_shares_no_question_with_evaluation_sets(task: str) -> None:
+    from adaptivestep.tasks import load_tasks
+
+    d = corpus_dir(task)
+    assert d is not None
+    questions = {r.prompt.strip() for r in read_records(d / "labels.jsonl.gz", LabeledRecord)}
+    data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    test = load_tasks(task, split="test", data_dir=data if data.exists() else None)
+    assert not questions & {p.question.strip() for p in test}
