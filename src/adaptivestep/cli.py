@@ -196,7 +196,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         from .jsonl import JsonlWriter
         from .prm.interop import read_math_shepherd
 
-        converted = Path(a.out) / "train_data.jsonl"
+        # under `accelerate launch` every process converts; each into its own file, so none reads a half-written one
+        rank = int(os.environ.get("RANK", "0") or 0)
+        converted = Path(a.out) / ("train_data.jsonl" if rank == 0 else f"train_data.rank{rank}.jsonl")
         if converted.exists():
             converted.unlink()
         with JsonlWriter(converted, fsync=False) as w:
@@ -207,7 +209,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(mode=a.mode, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, grad_accum=a.grad_accum,
                       max_length=a.max_length, eval_fraction=a.eval_fraction, seed=a.seed, bf16=a.bf16,
                       gradient_checkpointing=a.gradient_checkpointing, label_type=a.label_type,
-                      output_dir=a.out, resume=a.resume)
+                      output_dir=a.out, resume=a.resume, lora_dropout=a.lora_dropout)
     m = train(cfg, data, a.backbone)
     print(f"PRM saved to {a.out}: held-out step AUC {m.get('eval_auc', float('nan')):.3f}, "
           f"accuracy {m.get('eval_accuracy', float('nan')):.3f}, {m.get('labelled_steps_per_s', 0):.1f} steps/s")
@@ -494,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--label-type", default="hard", choices=["hard", "soft"], help="which labels to train on")
     tr.add_argument("--bf16", action="store_true", help="bfloat16 (GPU)")
     tr.add_argument("--gradient-checkpointing", action="store_true", help="save memory (lora/full)")
+    tr.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the LoRA adapters (lora)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split and the initialisation")
     tr.set_defaults(func=cmd_train)
