@@ -341,6 +341,7 @@ def test_lora_and_full_run_a_step_and_round_trip(backbone: Path, tmp_path: Path,
     )
     m = train(cfg, data, backbone)
     assert m["global_steps"] == 1 and np.isfinite(m["train_loss"])
+    assert m["step_losses"] == [pytest.approx(m["train_loss"], rel=1e-4)]  # one entry per optimizer step
     assert (out / ("adapter" if mode == "lora" else "backbone")).is_dir()
     assert 0.0 <= m["eval_auc"] <= 1.0 or np.isnan(m["eval_auc"])
     items = [(e.question, e.steps) for e in load_examples(data)[:3]]
@@ -373,6 +374,7 @@ def test_resume_from_checkpoint(backbone: Path, tmp_path: Path) -> None:
     m2 = train(cfg, data, backbone)
     assert m2["resumed_from"] and m2["resumed_from"].endswith("checkpoint-2")
     assert m2["global_steps"] == 3
+    assert len(m2["step_losses"]) == 3 and m2["step_losses"][:2] == m1["step_losses"]  # the curve survives resume
 
 
 # -------------------------------------------------------------------------------------- bad input

@@ -158,7 +158,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         from .jsonl import JsonlWriter
         from .prm.interop import read_math_shepherd
 
-        converted = Path(a.out) / "train_data.jsonl"
+        # under `accelerate launch` every process converts; each into its own file, so none reads a half-written one
+        rank = int(os.environ.get("RANK", "0") or 0)
+        converted = Path(a.out) / ("train_data.jsonl" if rank == 0 else f"train_data.rank{rank}.jsonl")
         if converted.exists():
             converted.unlink()
         with JsonlWriter(converted, fsync=False) as w:

@@ -58,7 +58,7 @@ def train(config: TrainConfig, data_path: str | Path, backbone: str | Path,
     ``data_path``'s eval side that also appears in ``extra_data`` is dropped from the extra records.
 
     Returns metrics: final ``eval_auc`` / ``eval_accuracy`` / ``eval_loss`` (nan without an eval split),
-    ``train_loss``, ``history`` (one entry per epoch), throughput (``labelled_steps_per_s``), timings and
+    ``train_loss``, ``history`` (one entry per epoch), ``step_losses`` (lora/full), throughput (``labelled_steps_per_s``), timings and
     ``peak_rss_mb``. Raises DataError (file:line) on bad records, BackboneError on an unloadable backbone,
     ValueError on a bad option.
     """
@@ -401,6 +401,8 @@ def _train_trainer(
         "global_steps": int(trainer.state.global_step),
         "resumed_from": last,
         "history": history,
+        # the loss of every optimizer step (logging_steps=1); under a launcher it is the mean over processes
+        "step_losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
     }
     world = max(1, trainer.args.world_size)
     avg_steps = float(np.mean([len(t) for t in tr.targets]))  # labelled steps per sequence
