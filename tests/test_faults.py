@@ -25,7 +25,7 @@ import label_job  # noqa: E402
 
 from adaptivestep.checkers import os_layer  # noqa: E402
 from adaptivestep.checkers.code_check import CodeChecker  # noqa: E402
-from adaptivestep.checkers.sandbox_runner import RUNNER_PATH, SandboxLimits  # noqa: E402
+from adaptivestep.checkers.sandbox_runner import _PY_FLAGS, RUNNER_PATH, SandboxLimits  # noqa: E402
 from adaptivestep.jsonl import read_records  # noqa: E402
 from adaptivestep.label import LabelConfig, label_files  # noqa: E402
 from adaptivestep.records import LabeledRecord, Problem, Sample  # noqa: E402
@@ -125,6 +125,26 @@ def test_label_killed_while_sandboxes_run_resumes_exactly_and_leaves_no_process(
     assert WorkLog(d / "run.jsonl.worklog.sqlite").count() == used  # nothing done twice, nothing lost
 
 
+@pytest.mark.integration  # no real model, but each restart re-imports torch + transformers (~10 s on 2 cores)
+def test_train_killed_at_random_points_resumes_exactly(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_prm import _records
+
+    from adaptivestep.prm.model import PRM
+
+    backbone = fault_jobs.make_backbone(tmp_path / "backbone")
+    data = _records(tmp_path / "data.jsonl", n=24)
+    fault_jobs.train_prm(backbone, data, tmp_path / "ref")
+    cmd = _job("train", str(backbone), str(data), str(tmp_path / "run"))
+    kills = _kill_at_random_points(cmd, random.Random(3), 6.0, 20.0, tries=4)
+    assert kills >= 1, "training finished before any kill: make it longer"
+    ref = PRM.load(tmp_path / "ref").network.state_dict()
+    got = PRM.load(tmp_path / "run").network.state_dict()
+    assert ref.keys() == got.keys()
+    assert [k for k in ref if not torch.equal(ref[k], got[k])] == []
+
+
 # -------------------------------------------------------------------------------- checker worker killed
 
 SLOW_ADD = Problem(id="slow-add", question="Write add(a, b).", kind="code", entry_point="add",
@@ -148,7 +168,7 @@ def _sandbox_children() -> list[int]:
                 mine.add(int(entry))
     for pid in mine - {os.getpid()}:
         cmd = _cmdline(pid)
-        if " -I -S " in cmd and not cmd.startswith(shutil.which("bwrap") or "bwrap"):
+        if f" {' '.join(_PY_FLAGS)} " in cmd and not cmd.startswith(shutil.which("bwrap") or "bwrap"):
             found.append(pid)
     return found
 
@@ -160,7 +180,7 @@ def test_checker_worker_killed_mid_check_is_rerun_not_mislabelled(layer: str) ->
     t = threading.Thread(target=lambda: verdicts.append(checker.check(SLOW_ADD, SLOW_ANSWER)))
     t.start()
     killed = None
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while killed is None and time.monotonic() < deadline:
         kids = _sandbox_children()
         if kids:
