@@ -105,12 +105,12 @@ def test_sample_killed_at_random_points_resumes_exactly(tmp_path: Path) -> None:
 def test_label_killed_while_sandboxes_run_resumes_exactly_and_leaves_no_process(tmp_path: Path) -> None:
     d = tmp_path
     fault_jobs.sample(d)
-    fault_jobs.make_splits(d)
+    fault_jobs.make_splits(d, limit=4)
     fault_jobs.label_code(d, d / "ref.jsonl")
     kills, rnd = 0, random.Random(11)
-    for _ in range(3):
+    for _ in range(2):
         proc = subprocess.Popen(_job("label-code", str(d), str(d / "run.jsonl")), env=ENV)
-        time.sleep(rnd.uniform(2.0, 5.0))
+        time.sleep(rnd.uniform(2.0, 4.0))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
