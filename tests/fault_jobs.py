@@ -4,6 +4,8 @@
 ``python fault_jobs.py label-code DIR OUT``: label DIR's samples with a judge that runs every rollout in the code
 sandbox (a program derived from the text), so kills land while sandboxes run.
 ``python fault_jobs.py hold-lock OUT``: hold the output lock of OUT until killed.
+``python fault_jobs.py train BACKBONE DATA OUT``: full fine-tuning of a tiny PRM, a checkpoint every step,
+resuming from the last one (``resume=True``), so a test can kill it anywhere and run it again.
 """
 
 from __future__ import annotations
@@ -55,6 +57,38 @@ def label_code(d: Path, out: Path, delay_s: float = 0.0) -> None:
                 progress=False)
 
 
+def make_backbone(d: Path) -> Path:
+    """The tiny random Qwen2 backbone of tests/test_prm.py, saved in ``d``."""
+    import torch
+    from test_prm import CHAT, _corpus
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(_corpus(), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>", "<|user|>", "<|assistant|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
+    tok.chat_template = CHAT
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True)
+    Qwen2ForCausalLM(cfg).save_pretrained(d)
+    return d
+
+
+def train_prm(backbone: Path, data: Path, out: Path) -> None:
+    from adaptivestep.prm.train import TrainConfig, train
+
+    cfg = TrainConfig(mode="full", output_dir=str(out), max_steps=10, save_steps=1, batch_size=2,
+                      eval_fraction=0.0, lr=1e-3, max_length=128, resume=True, seed=4)
+    train(cfg, data, backbone)
+
+
 if __name__ == "__main__":
     verb = sys.argv[1]
     if verb == "sample":
@@ -65,5 +99,7 @@ if __name__ == "__main__":
         with output_lock(sys.argv[2]):
             print("held", flush=True)
             time.sleep(120)
+    elif verb == "train":
+        train_prm(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
     else:
         raise SystemExit(f"unknown job {verb!r}")

@@ -25,7 +25,7 @@ import label_job  # noqa: E402
 
 from adaptivestep.checkers import os_layer  # noqa: E402
 from adaptivestep.checkers.code_check import CodeChecker  # noqa: E402
-from adaptivestep.checkers.sandbox_runner import RUNNER_PATH, SandboxLimits  # noqa: E402
+from adaptivestep.checkers.sandbox_runner import _PY_FLAGS, RUNNER_PATH, SandboxLimits  # noqa: E402
 from adaptivestep.jsonl import read_records  # noqa: E402
 from adaptivestep.label import LabelConfig, label_files  # noqa: E402
 from adaptivestep.records import LabeledRecord, Problem, Sample  # noqa: E402
@@ -105,24 +105,65 @@ def test_sample_killed_at_random_points_resumes_exactly(tmp_path: Path) -> None:
 def test_label_killed_while_sandboxes_run_resumes_exactly_and_leaves_no_process(tmp_path: Path) -> None:
     d = tmp_path
     fault_jobs.sample(d)
-    fault_jobs.make_splits(d)
+    fault_jobs.make_splits(d, limit=4)
     fault_jobs.label_code(d, d / "ref.jsonl")
     kills, rnd = 0, random.Random(11)
-    for _ in range(3):
+    for _ in range(2):
         proc = subprocess.Popen(_job("label-code", str(d), str(d / "run.jsonl")), env=ENV)
-        time.sleep(rnd.uniform(2.0, 5.0))
+        time.sleep(rnd.uniform(2.0, 4.0))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-        time.sleep(1.0)  # PR_SET_PDEATHSIG / --die-with-parent act at once; leave the kernel a moment
+        gone_by = time.monotonic() + 10  # PR_SET_PDEATHSIG / --die-with-parent: at once, but a busy CPU lags
+        while _orphan_sandboxes() and time.monotonic() < gone_by:
+            time.sleep(0.2)
         assert _orphan_sandboxes() == []
     subprocess.run(_job("label-code", str(d), str(d / "run.jsonl")), env=ENV, check=True)
     assert kills >= 1, "the job finished before any kill: make it longer"
     assert _labels(d / "run.jsonl") == _labels(d / "ref.jsonl")
     used = sum(int(r.cost["rollouts"]) for r in read_records(d / "run.jsonl", LabeledRecord))
     assert WorkLog(d / "run.jsonl.worklog.sqlite").count() == used  # nothing done twice, nothing lost
+
+
+@pytest.mark.integration  # no real model, but each restart re-imports torch + transformers (~10 s on 2 cores)
+def test_train_killed_at_random_points_resumes_exactly(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_prm import _records
+
+    from adaptivestep.prm.model import PRM
+
+    backbone = fault_jobs.make_backbone(tmp_path / "backbone")
+    data = _records(tmp_path / "data.jsonl", n=24)
+    fault_jobs.train_prm(backbone, data, tmp_path / "ref")
+    cmd = _job("train", str(backbone), str(data), str(tmp_path / "run"))
+    ckdir = tmp_path / "run" / "checkpoints"
+
+    def steps_saved() -> list[int]:
+        return sorted(int(p.name.rsplit("-", 1)[1]) for p in ckdir.glob("checkpoint-*"))
+
+    rnd, killed_after = random.Random(3), []
+    for _ in range(3):  # start-up (imports) takes long and varies: kill at a random point after a new checkpoint
+        before = steps_saved()
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and steps_saved()[-1:] == before[-1:] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            break
+        time.sleep(rnd.uniform(0.0, 3.0))  # somewhere in the next step, or while it saves a checkpoint
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_after.append(steps_saved())
+    subprocess.run(cmd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"checkpoints on disk after each kill: {killed_after}")
+    assert len(killed_after) >= 2 and all(killed_after), killed_after
+    ref = PRM.load(tmp_path / "ref").network.state_dict()
+    got = PRM.load(tmp_path / "run").network.state_dict()
+    assert ref.keys() == got.keys()
+    assert [k for k in ref if not torch.equal(ref[k], got[k])] == []
 
 
 # -------------------------------------------------------------------------------- checker worker killed
@@ -148,7 +189,7 @@ def _sandbox_children() -> list[int]:
                 mine.add(int(entry))
     for pid in mine - {os.getpid()}:
         cmd = _cmdline(pid)
-        if " -I -S " in cmd and not cmd.startswith(shutil.which("bwrap") or "bwrap"):
+        if f" {' '.join(_PY_FLAGS)} " in cmd and not cmd.startswith(shutil.which("bwrap") or "bwrap"):
             found.append(pid)
     return found
 
@@ -160,7 +201,7 @@ def test_checker_worker_killed_mid_check_is_rerun_not_mislabelled(layer: str) ->
     t = threading.Thread(target=lambda: verdicts.append(checker.check(SLOW_ADD, SLOW_ANSWER)))
     t.start()
     killed = None
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while killed is None and time.monotonic() < deadline:
         kids = _sandbox_children()
         if kids:

@@ -384,7 +384,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_candidates_are_judged_wrong(name: str, layer: str) -> None:
-    checker = CodeChecker(timeout_s=3.0, memory_mb=512, limits=SandboxLimits(os_layer=layer))
+    checker = CodeChecker(timeout_s=1.5, memory_mb=512, limits=SandboxLimits(os_layer=layer))
     v = checker.check(ADD, _fenced(HOSTILE[name]))
     assert not v.correct, (name, v.reason)
     assert ("[sandbox: bwrap+" in v.reason) == (layer == "bwrap"), v.reason
@@ -486,3 +486,18 @@ def test_proc_tricks_reveal_nothing_under_the_os_layer(tmp_path: Path, layer: st
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_bench_sandbox_prints_figures_and_a_json_last_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from adaptivestep.bench import sandbox as bench
+
+    assert bench.main(["--runs", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(lines[-1])
+    assert "runs/s" in lines[0]
+    assert 0 < res["checker_share_ratio"] < 1
+    for layer in res["layers"]:
+        assert res[f"{layer}_check_2w_runs_s"] > 0
+    assert ("bwrap_vs_none_check_2w_ratio" in res) == BWRAP

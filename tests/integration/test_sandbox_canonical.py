@@ -18,6 +18,10 @@ from adaptivestep.checkers.code_check import CodeChecker
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# Its tests expect the ladders in one order, and the reference solution's order follows set iteration, i.e.
+# the string-hash seed: it passed 4 of 12 runs under random seeds before this sandbox fixed the seed, and
+# fails under seed 0. A flaw of the data, not of the sandbox.
+ORDER_DEPENDENT = {"leetcode/train/word-ladder-ii"}
 
 
 @pytest.mark.skipif(not (DATA / "leetcode").is_dir(), reason="no ../shared/data")
@@ -36,4 +40,4 @@ def test_every_canonical_solution_passes() -> None:
           f"layers: {verdicts[0].reason.split('[sandbox: ')[-1].rstrip(']')}")
     for pid, reason in failed:
         print(f"  FAILED {pid}: {reason}")
-    assert failed == []
+    assert [(pid, reason) for pid, reason in failed if pid not in ORDER_DEPENDENT] == []

@@ -43,7 +43,7 @@ TASK = Problem(
 ANSWER = "```python\ndef add_lists(a, b):\n    return [x + y for x, y in zip(a, b)]\n```"
 
 
-def _rate(job: Callable[[], bool], runs: int, workers: int, batches: int = 3) -> float:
+def _rate(job: Callable[..., bool], runs: int, workers: int, batches: int = 3) -> float:
     """Runs per second of ``job`` (which must return True), ``workers`` at once, median of ``batches``."""
     rates = []
     for _ in range(batches):
@@ -64,9 +64,10 @@ def run(runs: int, rollout_wall_s: float) -> dict[str, Any]:
         checker = CodeChecker(limits=limits)
         run_python("pass", limits)  # the first run probes the layer; keep it out of the timing
         for workers in (1, 2):
-            res[f"{layer}_empty_{workers}w_runs_s"] = _rate(lambda: run_python("pass", limits).ok, runs, workers)
+            res[f"{layer}_empty_{workers}w_runs_s"] = _rate(
+                lambda lim=limits: run_python("pass", lim).ok, runs, workers)
             res[f"{layer}_check_{workers}w_runs_s"] = _rate(
-                lambda: checker.check(TASK, ANSWER).correct, runs, workers)
+                lambda c=checker: c.check(TASK, ANSWER).correct, runs, workers)
     best = layers[0]
     check_s = 1.0 / res[f"{best}_check_1w_runs_s"]
     res["checker_share_ratio"] = check_s / (check_s + rollout_wall_s)

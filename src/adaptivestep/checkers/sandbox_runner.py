@@ -46,9 +46,12 @@ them, a few ``collections`` types, numpy scalars, or objects of classes that def
 or attribute hooks, such as LeetCode's ``ListNode``) fails the run when it is compared with plain data or
 returned by the candidate. So an object whose ``__eq__`` always returns True fails instead of passing.
 
-**What a program in the same interpreter can still do.** Layers 1, 3 (``unshare``) and the pass signal are
-outside the program's reach; layer 4 and the hardening are Python objects in its own interpreter, and Python
-code can undo them: it can find any object through ``gc`` or frames (the original functions, the harness's
+Before the tests run, the harness also fails the run if the program left a thread running (it could patch the
+tests while they run) and clears trace / profile hooks.
+
+**What a program in the same interpreter can still do.** Layers 0-3 are the kernel's, outside the program's
+reach. The pass signal is out of reach of any way of *exiting*, but not of code that goes looking for it;
+layer 4 and the hardening are Python objects in the program's own interpreter, and Python code can undo them: it can find any object through ``gc`` or frames (the original functions, the harness's
 helpers), enumerate its open descriptors (``/proc/self/fd``, ``os.fstat`` on small integers), read the token
 pipe and write the report pipe itself, patch the test code before it runs (trace hooks, threads, builtins) or
 replace the harness's helpers. Each of these is a deliberate attack on this harness, not an accident or an
