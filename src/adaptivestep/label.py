@@ -10,14 +10,14 @@ split method produced that prefix, whether it was batched, and whether the run w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend, GenRequest, SamplingConfig
+from .backends.base import Backend, Finished, Generation, GenRequest, SamplingConfig, generate_stream, lockstep_stream
 from .jsonl import DataError, JsonlWriter, read_records
-from .labels import early_stop_waves, first_error_search, hard_label, soft_label
+from .labels import early_stop_waves, hard_label, run_first_error_search, soft_label
 from .records import LabeledRecord, Problem, Sample, StepSplit
 from .worklog import Rollout, WorkLog, stable_seed
 
@@ -103,8 +103,14 @@ class _Job:
     split: StepSplit
     plan: Generator[Wanted, Got, LabeledRecord]
     wanted: Wanted | None = None
+    got: Got = field(default_factory=dict)
+    pending: int = 0  # rollouts of ``wanted`` still decoding
     record: LabeledRecord | None = None
     error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or (self.wanted is None and self.record is not None)
 
 
 def _judge(ctx: _Ctx, problem: Problem, text: str) -> bool:
@@ -112,64 +118,6 @@ def _judge(ctx: _Ctx, problem: Problem, text: str) -> bool:
         return bool(ctx.judge(problem, text))
     except Exception as e:  # a checker that raises must not give a silent label
         raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
-
-
-def _run_rollouts(ctx: _Ctx, jobs: list[_Job]) -> list[Got]:
-    """Finished rollouts for each job's ``wanted``: from the log, generating all missing ones together."""
-    cfg = ctx.cfg
-    scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    results: list[Got] = []
-    todo: list[tuple[int, int, int, int]] = []  # (job, prefix_end, first_index, n)
-    for ji, job in enumerate(jobs):
-        smp = job.sample
-        done = ctx.log.for_sample(smp.problem_id, smp.sample_index)
-        got: Got = {}
-        for end, idxs in (job.wanted or {}).items():
-            seed = stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end)
-            got[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
-            for j in idxs:
-                if (end, j, seed) in done:
-                    continue
-                last = todo[-1] if todo else None
-                if cfg.batched and last and last[:2] == (ji, end) and last[2] + last[3] == j:
-                    todo[-1] = (ji, end, last[2], last[3] + 1)  # contiguous indices: one request
-                else:
-                    todo.append((ji, end, j, 1))
-        results.append(got)
-    calls = [todo] if cfg.batched else [[t] for t in todo]
-    for call in calls:
-        if not call:
-            continue
-        reqs = []
-        for ji, end, j0, n in call:
-            smp = jobs[ji].sample
-            reqs.append(GenRequest(prompt_ids=tuple(smp.prompt_ids + smp.token_ids[:end]), n=n, first_index=j0,
-                                   seed=stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end), config=scfg))
-        if not cfg.kv_reuse and hasattr(ctx.backend, "reset_cache"):
-            ctx.backend.reset_cache()  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        outs = ctx.backend.generate(reqs)
-        wall = (time.perf_counter() - t0) / max(1, sum(r.n for r in reqs))
-        for (ji, end, j0, _n), req, gens in zip(call, reqs, outs):
-            job = jobs[ji]
-            prefix_text = job.sample.token_text(0, end)
-            for off, g in enumerate(gens):
-                if job.error is None:
-                    try:
-                        ok = _judge(ctx, job.problem, prefix_text + g.text)
-                    except LabelFailure as e:
-                        job.error = str(e)
-                        continue
-                    r = Rollout(job.sample.problem_id, job.sample.sample_index, end, j0 + off, req.seed, int(ok),
-                                len(g.token_ids), g.prompt_tokens_evaluated, wall,
-                                g.text if cfg.keep_text else "")
-                    ctx.log.add(r)
-                    results[ji][end].append(r)
-            ctx.on_rollouts(len(gens))
-    for got in results:
-        for rs in got.values():
-            rs.sort(key=lambda r: r.index)
-    return results
 
 
 def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Generator[Wanted, Got, LabeledRecord]:
@@ -206,18 +154,14 @@ def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Gene
                     break
         return {k: hard_label([r.outcome for r in per_step[k]]) for k in ks}
 
+    def probe_one(k: int) -> Generator[Wanted, Got, float]:
+        if k == k_steps - 1:  # the response itself: labelled by its own answer
+            return final
+        return (yield from probe([k]))[k]
+
     inferred: set[int] = set()
     if cfg.first_error_search:
-        search = first_error_search(k_steps, final)
-        probed: list[int] = []
-        try:
-            k = next(search)
-            while True:
-                probed.append(k)
-                label = final if k == k_steps - 1 else (yield from probe([k]))[k]
-                k = search.send(label)
-        except StopIteration as stop:
-            hard = list(stop.value)
+        hard, probed = yield from run_first_error_search(k_steps, final, probe_one)
         inferred = set(range(k_steps)) - set(probed) - {k_steps - 1}
     else:
         inner = list(range(k_steps - 1))
@@ -259,36 +203,149 @@ def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Gene
     )
 
 
-def _advance(job: _Job, got: Got | None) -> None:
-    """Run a job's plan to its next request (or its end), recording the record or the failure."""
-    try:
-        job.wanted = job.plan.send(got) if got is not None else next(job.plan)
-    except StopIteration as stop:
-        job.wanted, job.record = None, stop.value
-    except LabelFailure as e:
-        job.wanted, job.error = None, str(e)
+class _Engine:
+    """Feeds the rollouts that labelling plans ask for into one backend stream (see :func:`label_stream`)."""
+
+    def __init__(self, ctx: _Ctx):
+        self.ctx = ctx
+        cfg = ctx.cfg
+        self.scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+        self.requests: list[GenRequest] = []
+        self.meta: list[tuple[_Job, int, int]] = []  # per request: (job, prefix end, first rollout index)
+
+    def stream(self) -> Iterator[Finished]:
+        cfg, be = self.ctx.cfg, self.ctx.backend
+        if cfg.batched and cfg.kv_reuse:
+            return generate_stream(be, self.requests)
+        # the savers switched off, as before streaming: one call per request, or the cache dropped per call
+        reset = getattr(be, "reset_cache", None) if not cfg.kv_reuse else None
+        return lockstep_stream(be, self.requests, batched=cfg.batched, before_call=reset)
+
+    def advance(self, job: _Job, got: Got | None = None) -> None:
+        """Resume ``job``'s plan (with ``got``, or start it) until it waits for rollouts that are not in the
+        work log, which are then submitted, or until it ends."""
+        while job.error is None:
+            try:
+                job.wanted = job.plan.send(got) if got is not None else next(job.plan)
+            except StopIteration as stop:
+                job.wanted, job.record = None, stop.value
+                return
+            except LabelFailure as e:
+                job.wanted, job.error = None, str(e)
+                return
+            self._submit(job)
+            if job.pending:
+                return
+            got = job.got  # everything was in the log: no decoding
+
+    def _submit(self, job: _Job) -> None:
+        cfg, smp = self.ctx.cfg, job.sample
+        done = self.ctx.log.for_sample(smp.problem_id, smp.sample_index)
+        first = len(self.requests)  # requests before this may already be decoding: never merged into
+        job.got, job.pending = {}, 0
+        for end, idxs in (job.wanted or {}).items():
+            seed = stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end)
+            job.got[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
+            prompt = tuple(smp.prompt_ids + smp.token_ids[:end])
+            for j in idxs:
+                if (end, j, seed) in done:
+                    continue
+                job.pending += 1
+                last = self.requests[-1] if len(self.requests) > first and self.meta[-1][1] == end else None
+                if cfg.batched and last is not None and last.first_index + last.n == j:
+                    self.requests[-1] = replace(last, n=last.n + 1)  # contiguous indices: one request
+                else:
+                    self.requests.append(GenRequest(prompt_ids=prompt, n=1, first_index=j, seed=seed,
+                                                    config=self.scfg))
+                    self.meta.append((job, end, j))
+
+    def take(self, r: int, j: int, g: Generation, wall_s: float) -> _Job:
+        """Judge and log one finished rollout; resume its job's plan once the job has all it asked for."""
+        job, end, j0 = self.meta[r]
+        if job.error is not None:
+            return job  # failed meanwhile: its other rollouts are not labelled
+        smp = job.sample
+        try:
+            ok = _judge(self.ctx, job.problem, smp.token_text(0, end) + g.text)
+        except LabelFailure as e:
+            job.wanted, job.error = None, str(e)
+            return job
+        req = self.requests[r]
+        roll = Rollout(smp.problem_id, smp.sample_index, end, j0 + j, req.seed, int(ok), len(g.token_ids),
+                       g.prompt_tokens_evaluated, wall_s, g.text if self.ctx.cfg.keep_text else "")
+        self.ctx.log.add(roll)  # committed now: a kill from here on loses nothing of this rollout
+        job.got[end].append(roll)
+        job.pending -= 1
+        self.ctx.on_rollouts(1)
+        if job.pending == 0:
+            for rs in job.got.values():
+                rs.sort(key=lambda x: x.index)
+            self.advance(job, job.got)
+        return job
+
+
+def label_stream(
+    ctx: _Ctx, items: Iterable[tuple[Problem, Sample, StepSplit]], window: int | None = None
+) -> Iterator[tuple[int, LabeledRecord | str]]:
+    """Label samples with their rollouts streamed through the backend; yields ``(item index, record or error)``
+    as each sample finishes (not in input order).
+
+    ``window`` samples (default ``cfg.concurrent_samples``) are open at once; when one finishes the next one
+    starts, so sequential plans (first-error search, early-stop waves) keep a continuously batching backend
+    full. Each rollout is judged and committed to the work log the moment the backend returns it. The labels
+    do not depend on the order rollouts finish in: each plan sees its rollouts sorted by index.
+    """
+    eng = _Engine(ctx)
+    todo = iter(enumerate(items))
+    open_jobs: dict[int, _Job] = {}
+    ids: dict[int, int] = {}  # id(job) -> item index
+    ready: list[tuple[int, LabeledRecord | str]] = []
+
+    def result(job: _Job) -> LabeledRecord | str:
+        return job.record if job.error is None and job.record is not None else (job.error or "no record")
+
+    def refill() -> None:
+        while len(open_jobs) < (window or ctx.cfg.concurrent_samples):
+            nxt = next(todo, None)
+            if nxt is None:
+                return
+            i, (p, smp, sp) = nxt
+            job = _Job(p, smp, sp, _plan(ctx, p, smp, sp))
+            eng.advance(job)
+            if job.finished:
+                ready.append((i, result(job)))
+            else:
+                open_jobs[i], ids[id(job)] = job, i
+
+    refill()
+    yield from ready
+    ready.clear()
+    t_prev = time.perf_counter()
+    for r, j, g in eng.stream():
+        job = eng.take(r, j, g, time.perf_counter() - t_prev)
+        i = ids.get(id(job))
+        if i is not None and i in open_jobs and job.finished:
+            del open_jobs[i]
+            ready.append((i, result(job)))
+            refill()
+        yield from ready
+        ready.clear()
+        t_prev = time.perf_counter()  # judging and writing are not rollout time
+    if open_jobs:  # a bug, never a silent loss: every open job has rollouts in the stream
+        raise RuntimeError(f"labelling stream ended with {len(open_jobs)} samples unfinished")
 
 
 def label_many(ctx: _Ctx, items: Sequence[tuple[Problem, Sample, StepSplit]]) -> list[LabeledRecord | str]:
-    """Label several samples together: every round, the rollouts all of them need go to the engine at once
-    (so sequential plans like first-error search still fill a batch). Returns a record or an error per item."""
-    jobs = [_Job(p, s, sp, _plan(ctx, p, s, sp)) for p, s, sp in items]
-    for job in jobs:
-        _advance(job, None)
-    while True:
-        active = [j for j in jobs if j.wanted is not None and j.error is None]
-        if not active:
-            break
-        for job, got in zip(active, _run_rollouts(ctx, active)):
-            if job.error is not None:
-                job.wanted = None
-                continue
-            _advance(job, got)
-    return [j.record if j.error is None and j.record is not None else (j.error or "no record") for j in jobs]
+    """Label several samples together (:func:`label_stream` with all of them open). Returns a record or an
+    error per item, in order."""
+    out: list[LabeledRecord | str] = ["no record"] * len(items)
+    for i, res in label_stream(ctx, items, window=max(1, len(items))):
+        out[i] = res
+    return out
 
 
 def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> LabeledRecord:
-    """Label one sample (see :func:`label_many`)."""
+    """Label one sample (see :func:`label_stream`)."""
     out = label_many(ctx, [(problem, sample, split)])[0]
     if isinstance(out, str):
         raise LabelFailure(out)
@@ -353,19 +410,21 @@ def label_files(
     ctx = _Ctx(backend, judge, cfg, log, on_rollouts)
     totals: dict[str, float] = {}
     with JsonlWriter(out_path) as w, JsonlWriter(out_path.with_name(out_path.name + ".errors.jsonl")) as errs:
-        for i in range(0, len(todo), cfg.concurrent_samples):
-            group = todo[i: i + cfg.concurrent_samples]
-            items, outcomes = [], {}
-            for sp in group:
-                problem = problems.get(sp.problem_id)
-                if problem is None:
-                    outcomes[sp.key] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
-                else:
-                    items.append((problem, samples[sp.key], sp))
-            for (_, smp, _), out in zip(items, label_many(ctx, items)):
-                outcomes[smp.key] = out
-            for sp in group:  # written in input order, each as soon as its group is done
-                out = outcomes[sp.key]
+        outcomes: dict[int, LabeledRecord | str] = {}
+        items = []  # (position in todo, item) for the samples whose problem is known
+        for pos, sp in enumerate(todo):
+            problem = problems.get(sp.problem_id)
+            if problem is None:
+                outcomes[pos] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
+            else:
+                items.append((pos, (problem, samples[sp.key], sp)))
+        written = 0
+
+        def flush() -> None:
+            nonlocal written
+            while written in outcomes:  # input order: each record as soon as those before it are written
+                out, sp = outcomes.pop(written), todo[written]
+                written += 1
                 if isinstance(out, str):
                     summary.failures.append(out)
                     errs.write({"problem_id": sp.problem_id, "sample_index": sp.sample_index, "error": out})
@@ -376,6 +435,12 @@ def label_files(
                         totals[k] = totals.get(k, 0.0) + v
                 if bar is not None:
                     bar.update(1)
+
+        flush()
+        for i, out in label_stream(ctx, (item for _, item in items)):
+            outcomes[items[i][0]] = out
+            flush()
+        flush()
     if bar is not None:
         bar.close()
     log.close()
