@@ -35,6 +35,11 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-ctx", type=int, default=4096,
                    help="llama.cpp context per sequence in tokens (prompt + response); 16 sequences share the cache")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the engine on a pool of Ray actors: ADDRESS of a running cluster (host:port or auto); "
+                        "without ADDRESS, a Ray started in this process (pip install 'adaptivestep[ray]')")
+    g.add_argument("--ray-actors", type=int, default=None,
+                   help="with --ray: number of actors, one CPU each (default: one per CPU of the cluster)")
 
 
 def _task_opts(p: argparse.ArgumentParser) -> None:
@@ -64,13 +69,14 @@ def _open_backend(a: argparse.Namespace):  # noqa: ANN202
 
     _positive("--n-ctx", a.n_ctx)
     _positive("--threads", a.threads)
+    _positive("--ray-actors", a.ray_actors)
     path = resolve_model(a.model)
     opts: dict[str, object] = {}
     if not path.is_dir():  # llama.cpp options
         opts["n_ctx"] = a.n_ctx
         if a.threads:
             opts["n_threads"] = a.threads
-    return load_backend(a.backend, str(path), **opts)
+    return load_backend(a.backend, str(path), ray=a.ray, ray_actors=a.ray_actors, **opts)
 
 
 def _load_problems(a: argparse.Namespace):  # noqa: ANN202
@@ -374,6 +380,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     overrides = dict(QUICK) if a.quick else {}
     if a.run_dir:
         overrides["run_dir"] = a.run_dir
+    if a.ray is not None:
+        overrides["policy.ray"] = a.ray
+    if a.ray_actors is not None:
+        overrides["policy.ray_actors"] = a.ray_actors
     cfg = load_config(a.config, overrides)
     run(cfg)
     return 0
@@ -393,6 +403,7 @@ BENCHES: dict[str, str] = {
     "label-cost": "adaptivestep.bench.label_cost",
     "prm": "adaptivestep.prm.bench",
     "search": "adaptivestep.bench.search",
+    "ray": "adaptivestep.bench.ray_pool",
 }
 
 
@@ -471,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--no-batch", action="store_true", help="decode rollouts one at a time (for comparison)")
     lb.add_argument("--keep-text", action="store_true", help="keep rollout texts in the work log")
     lb.add_argument("--concurrent-samples", type=int, default=7,
-                    help="samples labelled together (their pending rollouts are decoded in one batch)")
+                    help="samples open at once, a new one starting as one finishes (their rollouts share the engine)")
     lb.add_argument("--limit-samples", type=int, default=None, help="label at most this many samples this run")
     lb.add_argument("--quiet", action="store_true", help="no progress bar")
     _model_opts(lb)
@@ -551,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--config", default=None, help="YAML config (see config.yaml; default: built-in defaults)")
     rn.add_argument("--quick", action="store_true", help="a small size for a first look (a few minutes)")
     rn.add_argument("--run-dir", default=None, help="override run_dir")
+    rn.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="override policy.ray: the engine on a pool of Ray actors (see 'sample --help')")
+    rn.add_argument("--ray-actors", type=int, default=None, help="override policy.ray_actors")
     rn.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="benchmarks: prints figures, last line one JSON object", formatter_class=fmt)

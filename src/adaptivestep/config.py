@@ -27,12 +27,16 @@ class DataConfig:
 
 @dataclass
 class PolicyConfig:
-    """model: embedded name / .gguf / HF dir. backend: auto | llamacpp | hf. n_ctx: context tokens."""
+    """model: embedded name / .gguf / HF dir. backend: auto | llamacpp | hf. n_ctx: context tokens.
+    ray: null = engine in this process; a Ray address (host:port, auto) or "local" = a pool of Ray actors.
+    ray_actors: actors in that pool (null = one per CPU of the cluster)."""
 
     model: str = "default"
     backend: str = "auto"
     n_ctx: int = 4096
     threads: int | None = None
+    ray: str | None = None
+    ray_actors: int | None = None
 
 
 @dataclass

@@ -5,6 +5,10 @@ M rollouts continue each prefix; a checker judges each full text (prefix text + 
 response itself and is labelled by its own final answer. Rollout ``j`` of the prefix ending at token ``e`` uses
 seed ``stable_seed(cfg.seed, problem_id, sample_index, e)`` and stream ``j``: it is the same rollout whichever
 split method produced that prefix, whether it was batched, and whether the run was interrupted.
+
+Each sample's plan (exhaustive, early-stop waves, first-error search) is a generator that yields the rollouts
+it needs next; :func:`label_stream` feeds them into one backend stream and each finished rollout is judged,
+committed to the work log and handed to its plan, which may ask for more while the others still decode.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ class LabelConfig:
     early_stop: (hard labels) stop a step's rollouts after the first wave that holds a correct one.
     wave: rollouts per wave with early_stop (1 = stop at the very first success, larger = more batching).
     first_error_search: (hard labels) binary search for the first step labelled 0, inferring the others.
-    batched: decode the rollouts of a prefix (and of all prefixes of a sample) together.
+    batched: decode rollouts together, streamed (False = one generate call per rollout, for comparison).
     keep_text: store each rollout's text in the work log (for inspection; makes it larger).
-    concurrent_samples: samples labelled together, their pending rollouts decoded in one batch.
+    concurrent_samples: samples open at once (the next starts as one finishes); their rollouts share one stream.
     """
 
     rollouts: int = 8
@@ -105,6 +109,7 @@ class _Job:
     wanted: Wanted | None = None
     got: Got = field(default_factory=dict)
     pending: int = 0  # rollouts of ``wanted`` still decoding
+    index: int = -1  # position among the items being labelled
     record: LabeledRecord | None = None
     error: str | None = None
 
@@ -210,16 +215,16 @@ class _Engine:
         self.ctx = ctx
         cfg = ctx.cfg
         self.scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-        self.requests: list[GenRequest] = []
-        self.meta: list[tuple[_Job, int, int]] = []  # per request: (job, prefix end, first rollout index)
+        self.requests: list[GenRequest | None] = []  # None once all its rollouts are back: frees its prompt
+        self.meta: list[list[Any]] = []  # per request: [job, prefix end, first rollout index, rollouts not back]
 
     def stream(self) -> Iterator[Finished]:
         cfg, be = self.ctx.cfg, self.ctx.backend
         if cfg.batched and cfg.kv_reuse:
-            return generate_stream(be, self.requests)
+            return generate_stream(be, self.requests)  # type: ignore[arg-type]
         # the savers switched off, as before streaming: one call per request, or the cache dropped per call
         reset = getattr(be, "reset_cache", None) if not cfg.kv_reuse else None
-        return lockstep_stream(be, self.requests, batched=cfg.batched, before_call=reset)
+        return lockstep_stream(be, self.requests, batched=cfg.batched, before_call=reset)  # type: ignore[arg-type]
 
     def advance(self, job: _Job, got: Got | None = None) -> None:
         """Resume ``job``'s plan (with ``got``, or start it) until it waits for rollouts that are not in the
@@ -254,15 +259,21 @@ class _Engine:
                 last = self.requests[-1] if len(self.requests) > first and self.meta[-1][1] == end else None
                 if cfg.batched and last is not None and last.first_index + last.n == j:
                     self.requests[-1] = replace(last, n=last.n + 1)  # contiguous indices: one request
+                    self.meta[-1][3] += 1
                 else:
                     self.requests.append(GenRequest(prompt_ids=prompt, n=1, first_index=j, seed=seed,
                                                     config=self.scfg))
-                    self.meta.append((job, end, j))
+                    self.meta.append([job, end, j, 1])
 
     def take(self, r: int, j: int, g: Generation, wall_s: float) -> _Job:
         """Judge and log one finished rollout; resume its job's plan once the job has all it asked for."""
-        job, end, j0 = self.meta[r]
-        if job.error is not None:
+        meta = self.meta[r]
+        job, end, j0 = meta[:3]
+        req = self.requests[r]
+        meta[3] -= 1
+        if meta[3] == 0:  # the stream read it when it started: nothing will look at it again
+            self.requests[r] = None
+        if job.error is not None or req is None:
             return job  # failed meanwhile: its other rollouts are not labelled
         smp = job.sample
         try:
@@ -270,7 +281,6 @@ class _Engine:
         except LabelFailure as e:
             job.wanted, job.error = None, str(e)
             return job
-        req = self.requests[r]
         roll = Rollout(smp.problem_id, smp.sample_index, end, j0 + j, req.seed, int(ok), len(g.token_ids),
                        g.prompt_tokens_evaluated, wall_s, g.text if self.ctx.cfg.keep_text else "")
         self.ctx.log.add(roll)  # committed now: a kill from here on loses nothing of this rollout
@@ -298,7 +308,6 @@ def label_stream(
     eng = _Engine(ctx)
     todo = iter(enumerate(items))
     open_jobs: dict[int, _Job] = {}
-    ids: dict[int, int] = {}  # id(job) -> item index
     ready: list[tuple[int, LabeledRecord | str]] = []
 
     def result(job: _Job) -> LabeledRecord | str:
@@ -310,12 +319,12 @@ def label_stream(
             if nxt is None:
                 return
             i, (p, smp, sp) = nxt
-            job = _Job(p, smp, sp, _plan(ctx, p, smp, sp))
+            job = _Job(p, smp, sp, _plan(ctx, p, smp, sp), index=i)
             eng.advance(job)
             if job.finished:
                 ready.append((i, result(job)))
             else:
-                open_jobs[i], ids[id(job)] = job, i
+                open_jobs[i] = job
 
     refill()
     yield from ready
@@ -323,10 +332,9 @@ def label_stream(
     t_prev = time.perf_counter()
     for r, j, g in eng.stream():
         job = eng.take(r, j, g, time.perf_counter() - t_prev)
-        i = ids.get(id(job))
-        if i is not None and i in open_jobs and job.finished:
-            del open_jobs[i]
-            ready.append((i, result(job)))
+        if job.finished and job.index in open_jobs:
+            del open_jobs[job.index]
+            ready.append((job.index, result(job)))
             refill()
         yield from ready
         ready.clear()

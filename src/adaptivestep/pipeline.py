@@ -44,7 +44,7 @@ def _open_policy(cfg: RunConfig) -> Backend:
         opts["n_ctx"] = cfg.policy.n_ctx
         if cfg.policy.threads:
             opts["n_threads"] = cfg.policy.threads
-    return load_backend(cfg.policy.backend, str(path), **opts)
+    return load_backend(cfg.policy.backend, str(path), ray=cfg.policy.ray, ray_actors=cfg.policy.ray_actors, **opts)
 
 
 def _problems(cfg: RunConfig, split: str, offset: int, limit: int | None) -> list[Problem]:

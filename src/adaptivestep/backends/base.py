@@ -130,8 +130,9 @@ class StreamingBackend(Backend, Protocol):
         """Every continuation of ``requests`` in the order they finish, as ``(request index, j, Generation)``.
 
         ``requests`` is read again after every yield: the caller submits work by appending to it, and the
-        stream ends once every request appended so far is finished. Continuation ``j`` is the one
-        :meth:`Backend.generate` returns at ``[request index][j]``.
+        stream ends once every request appended so far is finished. Each entry is read once, when the stream
+        first sees it, so a caller may replace an entry whose continuations are all back by ``None`` (to free
+        its prompt). Continuation ``j`` is the one :meth:`Backend.generate` returns at ``[request index][j]``.
         """
         ...
 
@@ -158,6 +159,19 @@ def generate_stream(backend: Backend, requests: list[GenRequest]) -> Iterator[Fi
     if isinstance(backend, StreamingBackend):
         return backend.generate_stream(requests)
     return lockstep_stream(backend, requests)
+
+
+class WithoutStreaming:
+    """``backend`` seen without ``generate_stream``: callers fall back to lock-step :meth:`Backend.generate`
+    calls (for comparing the two on the same engine)."""
+
+    def __init__(self, backend: Backend):
+        self._inner = backend
+
+    def __getattr__(self, attr: str) -> object:
+        if attr == "generate_stream":
+            raise AttributeError(attr)
+        return getattr(self._inner, attr)
 
 
 def collect(stream: Iterator[Finished], requests: Sequence[GenRequest]) -> list[list[Generation]]:
