@@ -83,7 +83,7 @@ def test_lockstep_stream_reads_requests_appended_between_yields():
     cfg = SamplingConfig(max_tokens=5)
     reqs = [GenRequest((1, 2), n=2, seed=3, config=cfg)]
     seen = []
-    for r, j, g in lockstep_stream(be, reqs):
+    for r, j, _g in lockstep_stream(be, reqs):
         seen.append((r, j))
         if len(reqs) < 3:
             reqs.append(GenRequest((4, 5, r), n=1, seed=r, config=cfg))

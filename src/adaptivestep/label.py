@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend, Finished, Generation, GenRequest, SamplingConfig, generate_stream, lockstep_stream
+from .backends.base import (
+    Backend,
+    Finished,
+    Generation,
+    GenRequest,
+    SamplingConfig,
+    generate_stream,
+    lockstep_stream,
+)
 from .jsonl import DataError, JsonlWriter, read_records
 from .labels import early_stop_waves, hard_label, run_first_error_search, soft_label
 from .records import LabeledRecord, Problem, Sample, StepSplit
