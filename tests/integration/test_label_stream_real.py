@@ -22,7 +22,7 @@ from adaptivestep.backends.llamacpp import LlamaCppBackend
 from adaptivestep.checkers import get_checker
 from adaptivestep.jsonl import JsonlWriter, read_records
 from adaptivestep.label import LabelConfig, label_files
-from adaptivestep.models import ModelError, embedded_model_path
+from adaptivestep.models import DEFAULT_MODEL, ModelError, embedded_model_path
 from adaptivestep.records import LabeledRecord, Sample
 from adaptivestep.sample import sample_problems
 from adaptivestep.split import SplitParams, split_samples
@@ -90,7 +90,7 @@ def test_generate_stream_takes_requests_mid_stream_and_equals_generate() -> None
     assert ref[1][0].token_ids != ref[0][0].token_ids
 
 
-@pytest.mark.parametrize("model", ["smollm2-135m", "default"])
+@pytest.mark.parametrize("model", ["smollm2-135m", DEFAULT_MODEL])
 def test_streaming_equals_lockstep_on_real_model(tmp_path: Path, model: str) -> None:
     """Continuous batching changes which rollouts share a decode call and when plans advance; with exact mode
     every rollout's tokens, every label and every rollout text equal the lock-step engine's."""
