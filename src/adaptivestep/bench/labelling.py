@@ -27,7 +27,7 @@ def run(be: Any, quick: bool) -> dict[str, Any]:
     from ..split import SplitParams, split_samples
     from ..tasks import load_tasks, render_prompt
 
-    n_q, resp_tokens, roll_tokens = (6, 160, 128) if quick else (10, 320, 256)
+    n_q, resp_tokens, roll_tokens = (4, 128, 96) if quick else (10, 320, 256)
     cfg = LabelConfig(rollouts=4, max_tokens=roll_tokens, early_stop=True, wave=2, first_error_search=True)
     problems = load_tasks("gsm8k", split="train", limit=n_q)
     checker = get_checker("math")

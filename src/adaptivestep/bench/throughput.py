@@ -65,7 +65,7 @@ def _batched(be: Any, prompt: list[int], n_tok: int, reps: int) -> tuple[list[fl
 def run(quick: bool = False, model: str | None = None, *, threads: int | None = None) -> dict[str, Any]:
     """Run the measurements and return their medians (tokens/s) and ratios.
 
-    quick: 64 tokens x 3 repeats and a 6-question labelling job instead of 256 x 5 and 10 questions.
+    quick: 64 tokens x 3 repeats and a 4-question labelling job instead of 256 x 5 and 10 questions.
     model: embedded name or .gguf path (default: the embedded Qwen2.5-Coder-0.5B).
     threads: CPU threads (default: all cores).
     """
