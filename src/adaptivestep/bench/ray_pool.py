@@ -34,7 +34,7 @@ def run(quick: bool = False, model: str | None = "smollm2-135m", address: str | 
     from ..tasks import load_tasks, render_prompt
 
     path = resolve_model(model)
-    n_q, resp, roll = (4, 96, 64) if quick else (8, 192, 128)
+    n_q, resp, roll = (3, 64, 48) if quick else (8, 192, 128)
     cfg = LabelConfig(rollouts=4, max_tokens=roll)
     opts: dict[str, Any] = {"n_ctx": 1024, "n_seq_max": 8}
     problems = load_tasks("gsm8k", split="train", limit=n_q)
@@ -89,7 +89,7 @@ def run(quick: bool = False, model: str | None = "smollm2-135m", address: str | 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry: ``adaptivestep bench ray [--quick] [--model M] [--address HOST:PORT]``."""
     ap = argparse.ArgumentParser(prog="adaptivestep bench ray", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="4 questions, 64-token rollouts (else 8, 128)")
+    ap.add_argument("--quick", action="store_true", help="3 questions, 48-token rollouts (else 8, 128)")
     ap.add_argument("--model", default="smollm2-135m", help="embedded model name or .gguf file")
     ap.add_argument("--address", default=None, help="a running Ray cluster (default: a 2-CPU Ray in this process)")
     a = ap.parse_args(list(argv) if argv is not None else None)
