@@ -25,6 +25,15 @@ def test_waves_cover_all_indices_once():
             assert flat == list(range(m))
 
 
+def _drive(gen):
+    """Run a plan whose probes never yield to its end; its return value."""
+    try:
+        next(gen)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the search yielded although its probes do not")
+
+
 @pytest.mark.parametrize("n", range(1, 12))
 def test_first_error_search_finds_first_zero_on_monotone_labels(n):
     for first in range(n):  # last step always bad (final answer wrong)
@@ -34,8 +43,9 @@ def test_first_error_search_finds_first_zero_on_monotone_labels(n):
         def probe(k):
             probes.append(k)
             return truth[k]
+            yield  # a generator that needs no rollouts
 
-        labels, probed = run_first_error_search(n, 0.0, probe)
+        labels, probed = _drive(run_first_error_search(n, 0.0, probe))
         assert labels == truth
         assert probed == probes
         assert len(probed) <= max(1, (n - 1).bit_length())
@@ -43,7 +53,7 @@ def test_first_error_search_finds_first_zero_on_monotone_labels(n):
 
 
 def test_first_error_search_correct_final_needs_no_probe():
-    labels, probed = run_first_error_search(6, 1.0, lambda k: pytest.fail("probed"))
+    labels, probed = _drive(run_first_error_search(6, 1.0, lambda k: pytest.fail("probed")))
     assert labels == [1.0] * 6 and probed == []
 
 
@@ -54,3 +64,24 @@ def test_first_error_search_generator_protocol():
     with pytest.raises(StopIteration) as stop:
         g.send(1.0)  # step 0 good -> first error is step 1
     assert stop.value.value == [1.0, 0.0, 0.0]
+
+
+def test_first_error_search_passes_probe_requests_through():
+    """Inside a labelling plan: what a probe yields reaches the driver, and what the driver sends comes back."""
+    asked = []
+
+    def probe(k):
+        outcomes = yield ("rollouts for", k)
+        return 1.0 if any(outcomes) else 0.0
+
+    g = run_first_error_search(8, 0.0, probe)
+    req = next(g)
+    truth_first_error = 5
+    try:
+        while True:
+            asked.append(req[1])
+            req = g.send([1] if req[1] < truth_first_error else [0])
+    except StopIteration as stop:
+        labels, probed = stop.value
+    assert labels == [1.0] * 5 + [0.0] * 3
+    assert probed == asked and len(asked) == 3

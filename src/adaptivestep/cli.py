@@ -31,7 +31,11 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
     from .options import add_fields
     from .policy import BACKEND_CHOICES, PolicyConfig
 
-    add_fields(p.add_argument_group("model"), PolicyConfig, choices={"backend": BACKEND_CHOICES})
+    g = p.add_argument_group("model")
+    add_fields(g, PolicyConfig, choices={"backend": BACKEND_CHOICES}, skip=["ray"])
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the engine on a pool of Ray actors: ADDRESS of a running cluster (host:port or auto); "
+                        "without ADDRESS, a Ray started in this process (pip install 'adaptivestep[ray]')")
 
 
 def _policy(a: argparse.Namespace):  # noqa: ANN202
@@ -313,6 +317,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     overrides = dict(QUICK) if a.quick else {}
     if a.run_dir:
         overrides["run_dir"] = a.run_dir
+    if a.ray is not None:
+        overrides["policy.ray"] = a.ray
+    if a.ray_actors is not None:
+        overrides["policy.ray_actors"] = a.ray_actors
     cfg = load_config(a.config, overrides)
     run(cfg)
     return 0
@@ -335,6 +343,7 @@ BENCHES: dict[str, str] = {
     "sandbox": "adaptivestep.bench.sandbox",
     "corpus": "adaptivestep.bench.corpus",
     "prm-quality": "adaptivestep.bench.prm_quality",
+    "ray": "adaptivestep.bench.ray_pool",
 }
 
 
@@ -465,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--config", default=None, help="YAML config (see config.yaml; default: built-in defaults)")
     rn.add_argument("--quick", action="store_true", help="a small size for a first look (a few minutes)")
     rn.add_argument("--run-dir", default=None, help="override run_dir")
+    rn.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="override policy.ray: the engine on a pool of Ray actors (see 'sample --help')")
+    rn.add_argument("--ray-actors", type=int, default=None, help="override policy.ray_actors")
     rn.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="benchmarks: prints figures, last line one JSON object", formatter_class=fmt)

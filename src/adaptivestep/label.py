@@ -5,19 +5,31 @@ M rollouts continue each prefix; a checker judges each full text (prefix text + 
 response itself and is labelled by its own final answer. Rollout ``j`` of the prefix ending at token ``e`` uses
 seed ``stable_seed(cfg.seed, problem_id, sample_index, e)`` and stream ``j``: it is the same rollout whichever
 split method produced that prefix, whether it was batched, and whether the run was interrupted.
+
+Each sample's plan (exhaustive, early-stop waves, first-error search) is a generator that yields the rollouts
+it needs next; :func:`label_stream` feeds them into one backend stream and each finished rollout is judged,
+committed to the work log and handed to its plan, which may ask for more while the others still decode.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend, GenRequest, SamplingConfig
+from .backends.base import (
+    Backend,
+    Finished,
+    Generation,
+    GenRequest,
+    SamplingConfig,
+    generate_stream,
+    lockstep_stream,
+)
 from .jsonl import DataError, JsonlWriter, read_records
-from .labels import early_stop_waves, first_error_search, hard_label, soft_label
+from .labels import early_stop_waves, hard_label, run_first_error_search, soft_label
 from .records import ErrorRecord, LabeledRecord, Problem, Sample, StepRollouts, StepSplit
 from .worklog import Rollout, WorkLog, output_lock, stable_seed, storage_errors
 
@@ -35,9 +47,9 @@ class LabelConfig:
     early_stop: (hard labels) stop a step's rollouts after the first wave that holds a correct one.
     wave: rollouts per wave with early_stop (1 = stop at the very first success, larger = more batching).
     first_error_search: (hard labels) binary search for the first step labelled 0, inferring the others.
-    batched: decode the rollouts of a prefix (and of all prefixes of a sample) together.
+    batched: decode rollouts together, streamed (False = one generate call per rollout, for comparison).
     keep_text: store each rollout's text in the work log (for inspection; makes it larger).
-    concurrent_samples: samples labelled together, their pending rollouts decoded in one batch.
+    concurrent_samples: samples open at once (the next starts as one finishes); their rollouts share one stream.
     """
 
     rollouts: int = 8
@@ -117,8 +129,15 @@ class _Job:
     split: StepSplit
     plan: Generator[Wanted, Got, LabeledRecord]
     wanted: Wanted | None = None
+    got: Got = field(default_factory=dict)
+    pending: int = 0  # rollouts of ``wanted`` still decoding
+    index: int = -1  # position among the items being labelled
     record: LabeledRecord | None = None
     error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or (self.wanted is None and self.record is not None)
 
 
 def _judge(ctx: _Ctx, problem: Problem, text: str) -> bool:
@@ -126,64 +145,6 @@ def _judge(ctx: _Ctx, problem: Problem, text: str) -> bool:
         return bool(ctx.judge(problem, text))
     except Exception as e:  # a checker that raises must not give a silent label
         raise LabelFailure(f"checker raised on {problem.id}: {type(e).__name__}: {e}") from e
-
-
-def _run_rollouts(ctx: _Ctx, jobs: list[_Job]) -> list[Got]:
-    """Finished rollouts for each job's ``wanted``: from the log, generating all missing ones together."""
-    cfg = ctx.cfg
-    scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    results: list[Got] = []
-    todo: list[tuple[int, int, int, int]] = []  # (job, prefix_end, first_index, n)
-    for ji, job in enumerate(jobs):
-        smp = job.sample
-        done = ctx.log.for_sample(smp.problem_id, smp.sample_index)
-        got: Got = {}
-        for end, idxs in (job.wanted or {}).items():
-            seed = stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end)
-            got[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
-            for j in idxs:
-                if (end, j, seed) in done:
-                    continue
-                last = todo[-1] if todo else None
-                if cfg.batched and last and last[:2] == (ji, end) and last[2] + last[3] == j:
-                    todo[-1] = (ji, end, last[2], last[3] + 1)  # contiguous indices: one request
-                else:
-                    todo.append((ji, end, j, 1))
-        results.append(got)
-    calls = [todo] if cfg.batched else [[t] for t in todo]
-    for call in calls:
-        if not call:
-            continue
-        reqs = []
-        for ji, end, j0, n in call:
-            smp = jobs[ji].sample
-            reqs.append(GenRequest(prompt_ids=tuple(smp.prompt_ids + smp.token_ids[:end]), n=n, first_index=j0,
-                                   seed=stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end), config=scfg))
-        if not cfg.kv_reuse and hasattr(ctx.backend, "reset_cache"):
-            ctx.backend.reset_cache()  # type: ignore[attr-defined]
-        t0 = time.perf_counter()
-        outs = ctx.backend.generate(reqs)
-        wall = (time.perf_counter() - t0) / max(1, sum(r.n for r in reqs))
-        for (ji, end, j0, _n), req, gens in zip(call, reqs, outs):
-            job = jobs[ji]
-            prefix_text = job.sample.token_text(0, end)
-            for off, g in enumerate(gens):
-                if job.error is None:
-                    try:
-                        ok = _judge(ctx, job.problem, prefix_text + g.text)
-                    except LabelFailure as e:
-                        job.error = str(e)
-                        continue
-                    r = Rollout(job.sample.problem_id, job.sample.sample_index, end, j0 + off, req.seed, int(ok),
-                                len(g.token_ids), g.prompt_tokens_evaluated, wall,
-                                g.text if cfg.keep_text else "")
-                    ctx.log.add(r)
-                    results[ji][end].append(r)
-            ctx.on_rollouts(len(gens))
-    for got in results:
-        for rs in got.values():
-            rs.sort(key=lambda r: r.index)
-    return results
 
 
 def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Generator[Wanted, Got, LabeledRecord]:
@@ -220,18 +181,14 @@ def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Gene
                     break
         return {k: hard_label([r.outcome for r in per_step[k]]) for k in ks}
 
+    def probe_one(k: int) -> Generator[Wanted, Got, float]:
+        if k == k_steps - 1:  # the response itself: labelled by its own answer
+            return final
+        return (yield from probe([k]))[k]
+
     inferred: set[int] = set()
     if cfg.first_error_search:
-        search = first_error_search(k_steps, final)
-        probed: list[int] = []
-        try:
-            k = next(search)
-            while True:
-                probed.append(k)
-                label = final if k == k_steps - 1 else (yield from probe([k]))[k]
-                k = search.send(label)
-        except StopIteration as stop:
-            hard = list(stop.value)
+        hard, probed = yield from run_first_error_search(k_steps, final, probe_one)
         inferred = set(range(k_steps)) - set(probed) - {k_steps - 1}
     else:
         inner = list(range(k_steps - 1))
@@ -273,36 +230,152 @@ def _plan(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> Gene
     )
 
 
-def _advance(job: _Job, got: Got | None) -> None:
-    """Run a job's plan to its next request (or its end), recording the record or the failure."""
-    try:
-        job.wanted = job.plan.send(got) if got is not None else next(job.plan)
-    except StopIteration as stop:
-        job.wanted, job.record = None, stop.value
-    except LabelFailure as e:
-        job.wanted, job.error = None, str(e)
+class _Engine:
+    """Feeds the rollouts that labelling plans ask for into one backend stream (see :func:`label_stream`)."""
+
+    def __init__(self, ctx: _Ctx):
+        self.ctx = ctx
+        cfg = ctx.cfg
+        self.scfg = SamplingConfig(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+        self.requests: list[GenRequest | None] = []  # None once all its rollouts are back: frees its prompt
+        self.meta: list[list[Any]] = []  # per request: [job, prefix end, first rollout index, rollouts not back]
+
+    def stream(self) -> Iterator[Finished]:
+        cfg, be = self.ctx.cfg, self.ctx.backend
+        if cfg.batched and cfg.kv_reuse:
+            return generate_stream(be, self.requests)  # type: ignore[arg-type]
+        # the savers switched off, as before streaming: one call per request, or the cache dropped per call
+        reset = getattr(be, "reset_cache", None) if not cfg.kv_reuse else None
+        return lockstep_stream(be, self.requests, batched=cfg.batched, before_call=reset)  # type: ignore[arg-type]
+
+    def advance(self, job: _Job, got: Got | None = None) -> None:
+        """Resume ``job``'s plan (with ``got``, or start it) until it waits for rollouts that are not in the
+        work log, which are then submitted, or until it ends."""
+        while job.error is None:
+            try:
+                job.wanted = job.plan.send(got) if got is not None else next(job.plan)
+            except StopIteration as stop:
+                job.wanted, job.record = None, stop.value
+                return
+            except LabelFailure as e:
+                job.wanted, job.error = None, str(e)
+                return
+            self._submit(job)
+            if job.pending:
+                return
+            got = job.got  # everything was in the log: no decoding
+
+    def _submit(self, job: _Job) -> None:
+        cfg, smp = self.ctx.cfg, job.sample
+        done = self.ctx.log.for_sample(smp.problem_id, smp.sample_index)
+        first = len(self.requests)  # requests before this may already be decoding: never merged into
+        job.got, job.pending = {}, 0
+        for end, idxs in (job.wanted or {}).items():
+            seed = stable_seed(cfg.seed, smp.problem_id, smp.sample_index, end)
+            job.got[end] = [done[(end, j, seed)] for j in idxs if (end, j, seed) in done]
+            prompt = tuple(smp.prompt_ids + smp.token_ids[:end])
+            for j in idxs:
+                if (end, j, seed) in done:
+                    continue
+                job.pending += 1
+                last = self.requests[-1] if len(self.requests) > first and self.meta[-1][1] == end else None
+                if cfg.batched and last is not None and last.first_index + last.n == j:
+                    self.requests[-1] = replace(last, n=last.n + 1)  # contiguous indices: one request
+                    self.meta[-1][3] += 1
+                else:
+                    self.requests.append(GenRequest(prompt_ids=prompt, n=1, first_index=j, seed=seed,
+                                                    config=self.scfg))
+                    self.meta.append([job, end, j, 1])
+
+    def take(self, r: int, j: int, g: Generation, wall_s: float) -> _Job:
+        """Judge and log one finished rollout; resume its job's plan once the job has all it asked for."""
+        meta = self.meta[r]
+        job, end, j0 = meta[:3]
+        req = self.requests[r]
+        meta[3] -= 1
+        if meta[3] == 0:  # the stream read it when it started: nothing will look at it again
+            self.requests[r] = None
+        if job.error is not None or req is None:
+            return job  # failed meanwhile: its other rollouts are not labelled
+        smp = job.sample
+        try:
+            ok = _judge(self.ctx, job.problem, smp.token_text(0, end) + g.text)
+        except LabelFailure as e:
+            job.wanted, job.error = None, str(e)
+            return job
+        roll = Rollout(smp.problem_id, smp.sample_index, end, j0 + j, req.seed, int(ok), len(g.token_ids),
+                       g.prompt_tokens_evaluated, wall_s, g.text if self.ctx.cfg.keep_text else "")
+        self.ctx.log.add(roll)  # committed now: a kill from here on loses nothing of this rollout
+        job.got[end].append(roll)
+        job.pending -= 1
+        self.ctx.on_rollouts(1)
+        if job.pending == 0:
+            for rs in job.got.values():
+                rs.sort(key=lambda x: x.index)
+            self.advance(job, job.got)
+        return job
+
+
+def label_stream(
+    ctx: _Ctx, items: Iterable[tuple[Problem, Sample, StepSplit]], window: int | None = None
+) -> Iterator[tuple[int, LabeledRecord | str]]:
+    """Label samples with their rollouts streamed through the backend; yields ``(item index, record or error)``
+    as each sample finishes (not in input order).
+
+    ``window`` samples (default ``cfg.concurrent_samples``) are open at once; when one finishes the next one
+    starts, so sequential plans (first-error search, early-stop waves) keep a continuously batching backend
+    full. Each rollout is judged and committed to the work log the moment the backend returns it. The labels
+    do not depend on the order rollouts finish in: each plan sees its rollouts sorted by index.
+    """
+    eng = _Engine(ctx)
+    todo = iter(enumerate(items))
+    open_jobs: dict[int, _Job] = {}
+    ready: list[tuple[int, LabeledRecord | str]] = []
+
+    def result(job: _Job) -> LabeledRecord | str:
+        return job.record if job.error is None and job.record is not None else (job.error or "no record")
+
+    def refill() -> None:
+        while len(open_jobs) < (window or ctx.cfg.concurrent_samples):
+            nxt = next(todo, None)
+            if nxt is None:
+                return
+            i, (p, smp, sp) = nxt
+            job = _Job(p, smp, sp, _plan(ctx, p, smp, sp), index=i)
+            eng.advance(job)
+            if job.finished:
+                ready.append((i, result(job)))
+            else:
+                open_jobs[i] = job
+
+    refill()
+    yield from ready
+    ready.clear()
+    t_prev = time.perf_counter()
+    for r, j, g in eng.stream():
+        job = eng.take(r, j, g, time.perf_counter() - t_prev)
+        if job.finished and job.index in open_jobs:
+            del open_jobs[job.index]
+            ready.append((job.index, result(job)))
+            refill()
+        yield from ready
+        ready.clear()
+        t_prev = time.perf_counter()  # judging and writing are not rollout time
+    if open_jobs:  # a bug, never a silent loss: every open job has rollouts in the stream
+        raise RuntimeError(f"labelling stream ended with {len(open_jobs)} samples unfinished")
 
 
 def label_many(ctx: _Ctx, items: Sequence[tuple[Problem, Sample, StepSplit]]) -> list[LabeledRecord | str]:
-    """Label several samples together: every round, the rollouts all of them need go to the engine at once
-    (so sequential plans like first-error search still fill a batch). Returns a record or an error per item."""
-    jobs = [_Job(p, s, sp, _plan(ctx, p, s, sp)) for p, s, sp in items]
-    for job in jobs:
-        _advance(job, None)
-    while True:
-        active = [j for j in jobs if j.wanted is not None and j.error is None]
-        if not active:
-            break
-        for job, got in zip(active, _run_rollouts(ctx, active)):
-            if job.error is not None:
-                job.wanted = None
-                continue
-            _advance(job, got)
-    return [j.record if j.error is None and j.record is not None else (j.error or "no record") for j in jobs]
+    """Label several samples together (:func:`label_stream` with all of them open). Returns a record or an
+    error per item, in order."""
+    out: list[LabeledRecord | str] = ["no record"] * len(items)
+    for i, res in label_stream(ctx, items, window=max(1, len(items))):
+        out[i] = res
+    return out
 
 
 def label_sample(ctx: _Ctx, problem: Problem, sample: Sample, split: StepSplit) -> LabeledRecord:
-    """Label one sample (see :func:`label_many`)."""
+    """Label one sample (see :func:`label_stream`)."""
     out = label_many(ctx, [(problem, sample, split)])[0]
     if isinstance(out, str):
         raise LabelFailure(out)
@@ -328,31 +401,39 @@ def iter_labels(
     log: WorkLog | None = None,
     on_rollouts: Callable[[int], None] = lambda n: None,
 ) -> Iterator[LabeledRecord | ErrorRecord]:
-    """Label every split sample in memory, yielding its record (or why it failed) in ``splits`` order, group
-    by group of ``cfg.concurrent_samples``. ``log``: rollouts already there are reused, new ones added
-    (default: a fresh in-memory log). ``judge``: default :func:`judge_by_kind`."""
+    """Label every split sample in memory, yielding its record (or why it failed) in ``splits`` order, each as
+    soon as it and every sample before it are done (the rollouts themselves stream, see :func:`label_stream`).
+    ``log``: rollouts already there are reused, new ones added (default: a fresh in-memory log). ``judge``:
+    default :func:`judge_by_kind`."""
     judge = judge or judge_by_kind()
     own_log = log is None
     log = log or WorkLog(":memory:")
     ctx = _Ctx(backend, judge, cfg, log, on_rollouts)
     try:
-        for i in range(0, len(splits), cfg.concurrent_samples):
-            group = splits[i: i + cfg.concurrent_samples]
-            items, outcomes = [], {}
-            for sp in group:
-                problem = problems.get(sp.problem_id)
-                if problem is None:
-                    outcomes[sp.key] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
-                elif sp.key not in samples:
-                    outcomes[sp.key] = f"split of {sp.problem_id}#{sp.sample_index}: no such sample"
-                else:
-                    items.append((problem, samples[sp.key], sp))
-            for (_, smp, _), out in zip(items, label_many(ctx, items)):
-                outcomes[smp.key] = out
-            for sp in group:
-                out = outcomes[sp.key]
-                yield (ErrorRecord(sp.problem_id, out, sp.sample_index, stage="label") if isinstance(out, str)
-                       else out)
+        outcomes: dict[int, LabeledRecord | str] = {}
+        items = []  # (position in splits, item) for the samples whose problem and sample are known
+        for pos, sp in enumerate(splits):
+            problem = problems.get(sp.problem_id)
+            if problem is None:
+                outcomes[pos] = f"sample {sp.problem_id}#{sp.sample_index}: problem not found"
+            elif sp.key not in samples:
+                outcomes[pos] = f"split of {sp.problem_id}#{sp.sample_index}: no such sample"
+            else:
+                items.append((pos, (problem, samples[sp.key], sp)))
+        written = 0
+
+        def ready() -> Iterator[LabeledRecord | ErrorRecord]:
+            nonlocal written
+            while written in outcomes:  # input order: each record as soon as those before it are out
+                out, sp = outcomes.pop(written), splits[written]
+                written += 1
+                yield ErrorRecord(sp.problem_id, out, sp.sample_index, stage="label") if isinstance(out, str) else out
+
+        yield from ready()
+        for i, out in label_stream(ctx, (item for _, item in items)):
+            outcomes[items[i][0]] = out
+            yield from ready()
+        yield from ready()
     finally:
         if own_log:
             log.close()
@@ -410,22 +491,21 @@ def _label_files(
     problems: dict[str, Problem],
     samples_path: str | Path,
     splits_path: str | Path,
-    out_path: str | Path,
+    out_path: Path,
     cfg: LabelConfig,
-    worklog_path: str | Path | None = None,
-    progress: bool = True,
-    limit: int | None = None,
+    worklog_path: Path,
+    progress: bool,
+    limit: int | None,
 ) -> LabelSummary:
     samples = {s.key: s for s in read_records(samples_path, Sample, tolerate_torn_tail=True)}
     splits = list(read_records(splits_path, StepSplit, tolerate_torn_tail=True))
     for sp in splits:
         if sp.key not in samples:
             raise DataError(f"{splits_path}: split of {sp.problem_id}#{sp.sample_index} has no sample in {samples_path}")
-    out_path = Path(out_path)
     done = set()
     if out_path.exists():
         done = {(r.problem_id, r.sample_index) for r in read_records(out_path, LabeledRecord, tolerate_torn_tail=True)}
-    log = WorkLog(worklog_path or out_path.with_name(out_path.name + ".worklog.sqlite"))
+    log = WorkLog(worklog_path)
     summary = LabelSummary()
     todo = [sp for sp in splits if sp.key not in done]
     summary.skipped_done = len(splits) - len(todo)
@@ -448,7 +528,7 @@ def _label_files(
     totals: dict[str, float] = {}
     with JsonlWriter(out_path) as w, JsonlWriter(out_path.with_name(out_path.name + ".errors.jsonl")) as errs:
         for out in iter_labels(backend, problems, samples, todo, cfg, judge=judge, log=log, on_rollouts=on_rollouts):
-            if isinstance(out, ErrorRecord):  # written in input order, each as soon as its group is done
+            if isinstance(out, ErrorRecord):
                 summary.failures.append(out.error)
                 errs.write(out)
             else:

@@ -6,7 +6,8 @@ step (k = K-1) is the whole response: its label is the response's own final-answ
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
 
 
 def hard_label(outcomes: Sequence[int]) -> float:
@@ -77,14 +78,34 @@ def first_error_search(n_steps: int, final_label: float) -> Generator[int, float
     return [1.0 if k < lo else 0.0 for k in range(n_steps)]
 
 
-def run_first_error_search(n_steps: int, final_label: float, probe: object) -> tuple[list[float], list[int]]:
-    """Drive :func:`first_error_search` with ``probe(k) -> hard label``; returns (labels, probed steps)."""
+def run_first_error_search(
+    n_steps: int, final_label: float, probe: Callable[[int], Generator[Any, Any, float]]
+) -> Generator[Any, Any, tuple[list[float], list[int]]]:
+    """Drive :func:`first_error_search`; returns (labels, probed steps) as a generator's return value.
+
+    ``probe(k)`` is a generator returning step ``k``'s hard label. Whatever it yields (a labelling plan's
+    requests for rollouts) passes through to the caller, which resumes it with the results, so a search runs
+    inside a plan as ``labels, probed = yield from run_first_error_search(n, final, probe)``.
+
+    >>> def probe(k):
+    ...     outcomes = yield f"roll out step {k}"
+    ...     return 1.0 if any(outcomes) else 0.0
+    >>> g = run_first_error_search(5, 0.0, probe)
+    >>> next(g), g.send([0, 1])
+    ('roll out step 2', 'roll out step 3')
+    >>> try:
+    ...     g.send([0, 0])
+    ... except StopIteration as stop:
+    ...     stop.value
+    ([1.0, 1.0, 1.0, 0.0, 0.0], [2, 3])
+    """
     gen = first_error_search(n_steps, final_label)
     probed: list[int] = []
     try:
         k = next(gen)
         while True:
             probed.append(k)
-            k = gen.send(probe(k))  # type: ignore[operator]
+            label = yield from probe(k)
+            k = gen.send(label)
     except StopIteration as stop:
         return list(stop.value), probed

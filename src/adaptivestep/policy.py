@@ -21,18 +21,25 @@ class PolicyConfig:
     backend: inference engine; auto = llamacpp for GGUF files, hf for directories.
     n_ctx: llama.cpp context per sequence in tokens (prompt + response); 16 sequences share the cache.
     threads: CPU threads (None = all cores).
+    ray: None = the engine runs in this process; a Ray address (host:port, "auto") or "local" = the engine
+        calls run on a pool of Ray actors, each holding this backend.
+    ray_actors: actors in that pool (None = one per CPU of the cluster).
     """
 
     model: str = "default"
     backend: str = "auto"
     n_ctx: int = 4096
     threads: int | None = None
+    ray: str | None = None
+    ray_actors: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_ctx <= 0:
             raise ValueError(f"--n-ctx must be > 0, got {self.n_ctx}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"--threads must be > 0, got {self.threads}")
+        if self.ray_actors is not None and self.ray_actors <= 0:
+            raise ValueError(f"--ray-actors must be > 0, got {self.ray_actors}")
 
 
 def open_policy(cfg: PolicyConfig) -> Backend:
@@ -47,7 +54,7 @@ def open_policy(cfg: PolicyConfig) -> Backend:
         if cfg.threads:
             opts["n_threads"] = cfg.threads
     try:
-        return load_backend(cfg.backend, str(path), **opts)
+        return load_backend(cfg.backend, str(path), ray=cfg.ray, ray_actors=cfg.ray_actors, **opts)
     except ModelError:
         raise
     except RuntimeError as e:  # the engine could not load the file (corrupt, truncated, unsupported)

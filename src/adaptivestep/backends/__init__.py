@@ -16,12 +16,19 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "llamacpp": ("adaptivestep.backends.llamacpp", "LlamaCppBackend"),
     "hf": ("adaptivestep.backends.hf", "HFBackend"),
 }
-_INSTALL = {"llamacpp": "pip install 'adaptivestep[llamacpp]'", "hf": "pip install torch==2.13.0 'adaptivestep[hf]'"}
+_INSTALL = {"llamacpp": "pip install 'adaptivestep[llamacpp]'", "hf": "pip install torch==2.13.0 'adaptivestep[hf]'",
+            "ray": "pip install 'adaptivestep[ray]'"}
 
 
-def load_backend(name: str, model: str | None = None, **options: Any) -> Backend:
+def load_backend(
+    name: str, model: str | None = None, ray: str | None = None, ray_actors: int | None = None, **options: Any
+) -> Backend:
     """Open ``model`` (embedded name, .gguf file or HF directory) with backend ``name`` ("auto" picks
-    llamacpp for GGUF files and hf for directories)."""
+    llamacpp for GGUF files and hf for directories).
+
+    ray: None = in this process; otherwise a Ray cluster address (``host:port``, ``auto``) or ``"local"`` (a Ray
+    started here): a pool of ``ray_actors`` actors (default one per CPU) each holding the backend.
+    """
     from ..models import resolve_model
 
     path = resolve_model(model)
@@ -31,6 +38,12 @@ def load_backend(name: str, model: str | None = None, **options: Any) -> Backend
         raise ValueError(f"--backend: unknown backend {name!r}; choose from {', '.join(BACKENDS)} or auto")
     if name == "llamacpp" and Path(path).is_dir():
         raise ValueError(f"--backend llamacpp needs a .gguf file, got the directory {path}")
+    if ray is not None:
+        try:
+            from .ray_pool import RayPoolBackend
+        except ImportError as e:
+            raise ImportError(f"--ray needs Ray ({e}); run: {_INSTALL['ray']}") from e
+        return RayPoolBackend(name, str(path), address=ray, actors=ray_actors, **options)
     mod_name, cls_name = BACKENDS[name]
     try:
         mod = importlib.import_module(mod_name)

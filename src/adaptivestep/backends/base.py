@@ -12,7 +12,7 @@ resumable labelling relies on.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -124,6 +124,73 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+Finished = tuple[int, int, "Generation"]  # (request index, continuation index j < request.n, continuation)
+
+
+@runtime_checkable
+class StreamingBackend(Backend, Protocol):
+    """A backend that batches continuously: it yields each continuation as soon as it finishes and takes new
+    requests between yields, so a caller that decides what to ask next from results keeps the engine full."""
+
+    def generate_stream(self, requests: list[GenRequest]) -> Iterator[Finished]:
+        """Every continuation of ``requests`` in the order they finish, as ``(request index, j, Generation)``.
+
+        ``requests`` is read again after every yield: the caller submits work by appending to it, and the
+        stream ends once every request appended so far is finished. Each entry is read once, when the stream
+        first sees it, so a caller may replace an entry whose continuations are all back by ``None`` (to free
+        its prompt). Continuation ``j`` is the one :meth:`Backend.generate` returns at ``[request index][j]``.
+        """
+        ...
+
+
+def lockstep_stream(
+    backend: Backend, requests: list[GenRequest], batched: bool = True, before_call: Callable[[], None] | None = None
+) -> Iterator[Finished]:
+    """:meth:`StreamingBackend.generate_stream` over plain :meth:`Backend.generate` calls: each call takes every
+    request submitted so far (or one request when ``batched`` is False) and its continuations are yielded when
+    the call returns. ``before_call`` runs before each call (e.g. to drop the KV cache)."""
+    done = 0
+    while done < len(requests):
+        batch = list(requests[done:]) if batched else [requests[done]]
+        if before_call is not None:
+            before_call()
+        for i, gens in enumerate(backend.generate(batch)):
+            for j, g in enumerate(gens):
+                yield done + i, j, g
+        done += len(batch)
+
+
+def generate_stream(backend: Backend, requests: list[GenRequest]) -> Iterator[Finished]:
+    """The backend's own ``generate_stream`` when it has one, else :func:`lockstep_stream`."""
+    if isinstance(backend, StreamingBackend):
+        return backend.generate_stream(requests)
+    return lockstep_stream(backend, requests)
+
+
+class WithoutStreaming:
+    """``backend`` seen without ``generate_stream``: callers fall back to lock-step :meth:`Backend.generate`
+    calls (for comparing the two on the same engine)."""
+
+    def __init__(self, backend: Backend):
+        self._inner = backend
+
+    def __getattr__(self, attr: str) -> object:
+        if attr == "generate_stream":
+            raise AttributeError(attr)
+        return getattr(self._inner, attr)
+
+
+def collect(stream: Iterator[Finished], requests: Sequence[GenRequest]) -> list[list[Generation]]:
+    """A finished stream as :meth:`Backend.generate`'s result (continuations per request, in order)."""
+    out: list[list[Generation | None]] = [[None] * r.n for r in requests]
+    for r, j, g in stream:
+        out[r][j] = g
+    missing = [(r, j) for r, row in enumerate(out) for j, g in enumerate(row) if g is None]
+    if missing:
+        raise RuntimeError(f"stream ended without continuations {missing[:5]}")
+    return [[g for g in row if g is not None] for row in out]
 
 
 def text_offsets(decode: object, token_ids: Sequence[int]) -> tuple[str, list[int]]:

@@ -51,7 +51,7 @@ import ctypes
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -59,7 +59,7 @@ from typing import Self
 import llama_cpp as lc
 import numpy as np
 
-from adaptivestep.backends.base import Generation, GenRequest, SamplingConfig, text_offsets
+from adaptivestep.backends.base import Finished, Generation, GenRequest, SamplingConfig, collect, text_offsets
 from adaptivestep.sampling import draw, log_softmax, top_alternatives
 from adaptivestep.seeds import rng_for
 
@@ -478,46 +478,65 @@ class LlamaCppBackend:
 
     def generate(self, requests: Sequence[GenRequest]) -> list[list[Generation]]:
         """``request.n`` continuations of each request, decoded together (see the module docstring)."""
-        for r, req in enumerate(requests):
-            if not req.prompt_ids:
-                raise ValueError(f"request {r}: empty prompt_ids")
-            if len(req.prompt_ids) >= self.n_ctx:
-                raise ValueError(
-                    f"request {r}: prompt of {len(req.prompt_ids)} tokens is too long for the context "
-                    f"(n_ctx={self.n_ctx} per sequence; at least one token must be left to generate)"
-                )
-            if req.n < 1:
-                raise ValueError(f"request {r}: n must be >= 1, got {req.n}")
-            self._check_ids(req.prompt_ids, f"request {r}")
-        queue: deque[_Cont] = deque(
-            _Cont(
-                req=r,
-                j=j,
-                prompt=tuple(int(t) for t in req.prompt_ids),
-                cfg=req.config,
-                rng=rng_for(req.seed, req.first_index + j),
-                stops=tuple(s.encode("utf-8") for s in req.config.stop if s),
-                tops=[] if req.config.top_logprobs else None,
+        reqs = list(requests)
+        return collect(self.generate_stream(reqs), reqs)
+
+    def _check_request(self, r: int, req: GenRequest) -> None:
+        if not req.prompt_ids:
+            raise ValueError(f"request {r}: empty prompt_ids")
+        if len(req.prompt_ids) >= self.n_ctx:
+            raise ValueError(
+                f"request {r}: prompt of {len(req.prompt_ids)} tokens is too long for the context "
+                f"(n_ctx={self.n_ctx} per sequence; at least one token must be left to generate)"
             )
-            for r, req in enumerate(requests)
-            for j in range(req.n)
-        )
-        done: list[list[Generation | None]] = [[None] * req.n for req in requests]
+        if req.n < 1:
+            raise ValueError(f"request {r}: n must be >= 1, got {req.n}")
+        self._check_ids(req.prompt_ids, f"request {r}")
+
+    def generate_stream(self, requests: list[GenRequest]) -> Iterator[Finished]:
+        """Continuous batching (:meth:`adaptivestep.backends.base.StreamingBackend.generate_stream`): a sequence
+        that finishes is yielded at once and its slot goes to the next waiting continuation, including those of
+        requests appended to ``requests`` meanwhile. One stream at a time per backend."""
+        queue: deque[_Cont] = deque()
+        taken = 0
+        finished: deque[Finished] = deque()
         prompt_lp: dict[int, np.ndarray] = {}  # request -> log-probs after its prompt, while some still wait
         self._busy = {}
         try:
-            while queue or self._busy:
+            while True:
+                for r in range(taken, len(requests)):
+                    req = requests[r]
+                    self._check_request(r, req)
+                    queue.extend(
+                        _Cont(
+                            req=r,
+                            j=j,
+                            prompt=tuple(int(t) for t in req.prompt_ids),
+                            cfg=req.config,
+                            rng=rng_for(req.seed, req.first_index + j),
+                            stops=tuple(s.encode("utf-8") for s in req.config.stop if s),
+                            tops=[] if req.config.top_logprobs else None,
+                        )
+                        for j in range(req.n)
+                    )
+                taken = len(requests)
                 while queue and len(self._busy) < self.n_seq_max:
-                    self._admit(queue, prompt_lp, done)
-                if self._busy:
-                    self._step(done)
+                    self._admit(queue, prompt_lp, finished)
+                if finished:
+                    while finished:  # the caller may append requests here: admitted before the next step
+                        yield finished.popleft()
+                    continue
+                if not self._busy:
+                    if taken == len(requests) and not queue:
+                        return
+                    continue
+                self._step(finished)
         finally:
             self._busy = {}
-        return [[g for g in row if g is not None] for row in done]
 
-    def _finish(self, c: _Cont, done: list[list[Generation | None]]) -> None:
+    def _finish(self, c: _Cont, done: deque[Finished]) -> None:
         text, ends = text_offsets(self._response_bytes, c.tokens)
-        done[c.req][c.j] = Generation(
+        done.append((c.req, c.j, Generation(
             token_ids=c.tokens,
             logprobs=c.logprobs,
             finish_reason=c.finish or "length",
@@ -525,7 +544,7 @@ class LlamaCppBackend:
             token_end_chars=ends,
             top_logprobs=c.tops,
             prompt_tokens_evaluated=c.evaluated,
-        )
+        )))
 
     def _push(self, c: _Cont, lp: np.ndarray) -> None:
         """Draw ``c``'s next token from temperature-1 log-probs ``lp`` (shape (V,)) and update its state."""
@@ -550,7 +569,7 @@ class LlamaCppBackend:
             c.finish = "length"
 
     def _admit(
-        self, queue: deque[_Cont], prompt_lp: dict[int, np.ndarray], done: list[list[Generation | None]]
+        self, queue: deque[_Cont], prompt_lp: dict[int, np.ndarray], done: deque[Finished]
     ) -> None:
         """Start the head of the queue and the following continuations of the same request on idle
         sequences: one prompt evaluation, copied to the others."""
@@ -586,7 +605,7 @@ class LlamaCppBackend:
             else:
                 self._busy[s] = c
 
-    def _step(self, done: list[list[Generation | None]]) -> None:
+    def _step(self, done: deque[Finished]) -> None:
         """Advance every running continuation by one token: one ``llama_decode`` per group of at most
         ``rows_per_decode`` sequences (groups of balanced size)."""
         todo = list(self._busy)

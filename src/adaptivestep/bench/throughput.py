@@ -6,7 +6,9 @@
 (b) ``sampler``: our loop (log-softmax over the vocab in numpy, exact temperature-1 log-probs, numpy draw),
     single stream, at temperature 1 and greedy (greedy must reproduce the raw engine's tokens);
 (c) ``batched``: n = 8 continuations of one prefix decoded together (aggregate tokens/s, prefix included),
-    with the number of prefix tokens run through the model (must be the prefix length, once).
+    with the number of prefix tokens run through the model (must be the prefix length, once);
+(d) ``labelling``: a small real labelling job on the same exact-mode engine, streamed vs lock-step rounds
+    (:mod:`adaptivestep.bench.labelling`), as a ratio of (c): ``labelling_vs_aggregate_ratio``.
 
 (b) and (c) use the backend's default exact mode; (a) uses llama.cpp's own defaults (repacked weights), and
 the exact-mode engine and ``exact=False`` batching are reported beside them.
@@ -63,7 +65,7 @@ def _batched(be: Any, prompt: list[int], n_tok: int, reps: int) -> tuple[list[fl
 def run(quick: bool = False, model: str | None = None, *, threads: int | None = None) -> dict[str, Any]:
     """Run the measurements and return their medians (tokens/s) and ratios.
 
-    quick: 64 tokens x 3 repeats (1-2 minutes on 2 idle cores) instead of 256 x 5.
+    quick: 64 tokens x 3 repeats and a 4-question labelling job instead of 256 x 5 and 10 questions.
     model: embedded name or .gguf path (default: the embedded Qwen2.5-Coder-0.5B).
     threads: CPU threads (default: all cores).
     """
@@ -104,6 +106,10 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         batched, evals = _batched(be, prompt, n_tok, reps)
         batched_fast, evals_fast = _batched(fast, prompt, n_tok, reps)
         threads_used = be.n_threads
+        fast.close()  # its cache is not needed for labelling
+        from .labelling import run as labelling
+
+        lab = labelling(be, quick)
     finally:
         be.close()
         fast.close()
@@ -134,6 +140,9 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         "prefix_evaluated_once": all(p == len(prompt) for p in prefix_evals),
         "greedy_matches_raw_tokens": same,
         "greedy_compared_tokens": n_cmp,
+        **lab,
+        "labelling_vs_aggregate_ratio": round(lab["labelling_stream_tok_s"] / _median(batched), 3),
+        "labelling_lockstep_vs_aggregate_ratio": round(lab["labelling_lockstep_tok_s"] / _median(batched), 3),
     }
     return res
 
@@ -173,6 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"    prefix tokens evaluated: {res['prefix_evals']} for a {res['prompt_tokens']}-token prefix "
         f"(per continuation {res['prefix_evals_per_continuation']})"
+    )
+    print(
+        f"(d) labelling, {res['labelling_samples']} GSM8K samples, M={res['labelling_rollouts_per_step']}, early "
+        f"stop + first-error search: streaming {res['labelling_stream_tok_s']:.2f} tok/s "
+        f"({res['labelling_vs_aggregate_ratio']:.2f} x (c)), lock-step rounds {res['labelling_lockstep_tok_s']:.2f} "
+        f"tok/s ({res['labelling_lockstep_vs_aggregate_ratio']:.2f} x (c)); same labels: "
+        f"{res['labelling_stream_equals_lockstep']}"
     )
     sys.stdout.flush()
     print(json.dumps(res))

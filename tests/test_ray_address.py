@@ -1,0 +1,42 @@
+"""--ray with an address where no Ray cluster answers: one clear error naming --ray, quickly, never a hang."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("ray")
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:  # bound then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_ray_address_fails_fast_naming_the_option(tmp_path):
+    from adaptivestep.backends import load_backend
+    from adaptivestep.backends.ray_pool import RayUnavailable
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"not used: the address is checked first")
+    port = _dead_port()
+    t0 = time.monotonic()
+    with pytest.raises(RayUnavailable, match=rf"--ray 127\.0\.0\.1:{port}: no Ray cluster answers"):
+        load_backend("llamacpp", str(model), ray=f"127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30
+
+
+def test_cli_prints_one_line_for_an_unreachable_cluster(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    port = _dead_port()
+    r = subprocess.run([sys.executable, "-m", "adaptivestep.cli", "sample", "--model", str(model), "--limit", "1",
+                        "--out", str(tmp_path / "s.jsonl"), "--ray", f"127.0.0.1:{port}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert "--ray" in err and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
