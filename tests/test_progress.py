@@ -36,3 +36,16 @@ def test_disabled_bar_is_silent_and_still_iterates() -> None:
     bar.set_postfix(a=1)
     bar.close()
     assert log.getvalue() == ""
+
+
+def test_a_postfix_alone_shows_progress_once_the_interval_has_passed() -> None:
+    """Labelling sets a postfix per rollout batch long before a sample finishes: it must show, throttled."""
+    log = io.StringIO()
+    bar = progress_bar(total=4, desc="label", stream=log)
+    n0 = len(log.getvalue().splitlines())
+    bar.set_postfix(rollouts=2)  # right after the start: not due yet
+    assert len(log.getvalue().splitlines()) == n0
+    bar.last_print_t -= 60  # as if a minute had passed
+    bar.set_postfix(rollouts=4)
+    assert "rollouts=4" in log.getvalue().splitlines()[-1]
+    bar.close()

@@ -41,7 +41,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         pytest.skip(f"GSM8K not found at {gsm8k_path()}")
     tmp = tmp_path_factory.mktemp("verbs")
     data = tmp / "labeled.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records(16)))
+    # the 0/1 labels are hard labels too: prm-eval's gold first error is the first hard label 0
+    recs = [{**r, "hard_labels": r.get("hard_labels") or r["labels"]} for r in synthetic_records(16)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = tmp / "prm"
     assert main(["train", str(data), "--out", str(out), "--backbone", BACKBONE, "--mode", "head",
                  "--max-length", "512", "--eval-fraction", "0.25"]) == 0
@@ -64,9 +66,9 @@ def test_score_gives_one_probability_per_step(trained: tuple[Path, Path], tmp_pa
     scores = list(read_records(out, StepScores))
     assert [(s.problem_id, s.sample_index) for s in scores] == [(r.problem_id, r.sample_index) for r in recs]
     for s, r in zip(scores, recs):
-        assert len(s.step_scores) == len(r.completions)
-        assert all(0.0 <= x <= 1.0 for x in s.step_scores)
-    assert len({round(x, 6) for s in scores for x in s.step_scores}) > 1  # not a constant
+        assert len(s.scores) == len(r.completions)
+        assert all(0.0 <= x <= 1.0 for x in s.scores)
+    assert len({round(x, 6) for s in scores for x in s.scores}) > 1  # not a constant
     assert f"scored {len(recs)} responses" in capsys.readouterr().out
 
 

@@ -39,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported:
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GgufConfig
+from transformers.utils import logging as hf_logging
 
 from adaptivestep.backends.base import Generation, GenRequest, text_offsets
 from adaptivestep.devices import resolve_device, torch_dtype
@@ -51,6 +52,10 @@ from adaptivestep.seeds import rng_for
 EOG_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<EOT>")
 SCORE_CHUNK = 256  # rows of (positions, vocab) log-softmax computed at once in score(): bounds memory
 _SOURCE_FILE = "adaptivestep_source.json"  # written into a converted directory: which GGUF it came from
+
+# transformers draws a "Loading weights" bar on every load (and one per GGUF conversion): the user should see
+# our progress, not theirs (loads of the backend and of the PRM backbone go through this module).
+hf_logging.disable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------- loading
