@@ -21,7 +21,7 @@ def test_unreachable_ray_address_fails_fast_naming_the_option(tmp_path):
     from adaptivestep.backends.ray_pool import RayUnavailable
 
     model = tmp_path / "m.gguf"
-    model.write_bytes(b"not used: the address is checked first")
+    model.write_bytes(b"GGUF not used: the address is checked first")
     port = _dead_port()
     t0 = time.monotonic()
     with pytest.raises(RayUnavailable, match=rf"--ray 127\.0\.0\.1:{port}: no Ray cluster answers"):
@@ -31,7 +31,7 @@ def test_unreachable_ray_address_fails_fast_naming_the_option(tmp_path):
 
 def test_cli_prints_one_line_for_an_unreachable_cluster(tmp_path):
     model = tmp_path / "m.gguf"
-    model.write_bytes(b"x")
+    model.write_bytes(b"GGUFx")
     port = _dead_port()
     r = subprocess.run([sys.executable, "-m", "adaptivestep.cli", "sample", "--model", str(model), "--limit", "1",
                         "--out", str(tmp_path / "s.jsonl"), "--ray", f"127.0.0.1:{port}"],
