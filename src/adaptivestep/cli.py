@@ -180,6 +180,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _load_scorer(a: argparse.Namespace):  # noqa: ANN202
+    if getattr(a, "prm_server", None):
+        from .prm.server import PRMServerScorer
+
+        return PRMServerScorer(a.prm_server, model_dir=a.prm)
+    if not a.prm:
+        raise UsageError("give --prm DIR (a PRM from 'train') or --prm-server URL (a vLLM pooling server)")
     if getattr(a, "math_shepherd", False):
         from .prm.interop import MathShepherdScorer
 
@@ -228,7 +234,7 @@ def cmd_score(a: argparse.Namespace) -> int:
         raise UsageError(f"--batch must be >= 1, got {a.batch}")
     scores = score_steps(scorer, [(problems[pid].question, steps) for pid, _, _, steps in items], a.batch)
     with JsonlWriter(out, fsync=False) as w:
-        w.write_all(StepScores(pid, idx, sc, str(a.prm), method) for (pid, idx, method, _), sc in zip(items, scores))
+        w.write_all(StepScores(pid, idx, sc, str(a.prm_server or a.prm), method) for (pid, idx, method, _), sc in zip(items, scores))
     print(f"scored {len(items)} responses -> {out}")
     return 0
 
@@ -263,7 +269,12 @@ def cmd_bon(a: argparse.Namespace) -> int:
 
     pfile = Path(a.problems) if a.problems else problems_path_for(Path(a.samples))
     problems = {p.id: p for p in read_records(pfile, Problem)}
-    scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(a.scores, StepScores)}
+    if a.prm_server:
+        scores = _server_scores(a, problems)
+    elif a.scores:
+        scores = {(s.problem_id, s.sample_index): s.scores for s in read_records(a.scores, StepScores)}
+    else:
+        raise UsageError("give a SCORES file (from 'score') or --prm-server URL with --splits")
     samples = list(read_records(a.samples, Sample, tolerate_torn_tail=True))
     missing = next((s for s in samples if s.problem_id not in problems), None)
     if missing is not None:
@@ -286,6 +297,37 @@ def cmd_bon(a: argparse.Namespace) -> int:
     return 0
 
 
+def _server_scores(a: argparse.Namespace, problems: dict[str, Problem]) -> dict[tuple[str, int], list[float]]:
+    """bon --prm-server: score the samples' steps (from --splits) through the server."""
+    from .jsonl import read_records
+    from .records import Sample, StepSplit
+    from .split import step_texts
+
+    if not a.splits:
+        raise UsageError("bon --prm-server needs --splits (the split JSONL of the samples) to know the steps")
+    from .prm.server import PRMServerScorer
+
+    scorer = PRMServerScorer(a.prm_server, model_dir=a.prm)
+    samples = {s.key: s for s in read_records(a.samples, Sample, tolerate_torn_tail=True)}
+    items = [(sp.key, step_texts(samples[sp.key], sp)) for sp in read_records(a.splits, StepSplit)
+             if sp.key in samples and sp.problem_id in problems]
+    out: dict[tuple[str, int], list[float]] = {}
+    for i in range(0, len(items), 16):
+        part = items[i: i + 16]
+        for (key, _), sc in zip(part, scorer.score_batch([(problems[k[0]].question, st) for k, st in part])):
+            out[key] = sc
+    return out
+
+
+def cmd_export_prm(a: argparse.Namespace) -> int:
+    from .prm.export import export_prm
+
+    out = export_prm(a.prm_dir, a.out, a.format)
+    print(f"exported {a.prm_dir} -> {out} ({a.format}); serve it with: vllm serve {out} --runner pooling "
+          f"--dtype float32; score with --prm-server http://HOST:PORT")
+    return 0
+
+
 def cmd_tvd(a: argparse.Namespace) -> int:
     from .label import judge_by_kind
     from .operations import tvd_config_for, tvd_problems
@@ -305,7 +347,7 @@ def cmd_tvd(a: argparse.Namespace) -> int:
               f"interventions)", flush=True)
 
     tvd_problems(backend, scorer, problems, a.out, lambda kind: tvd_config_for(kind, a.threshold, **settings),
-                 judge=judge_by_kind(), prm=str(a.prm), on_record=show)
+                 judge=judge_by_kind(), prm=str(a.prm_server or a.prm), on_record=show)
     print(f"TVD: {sum(r.correct for r in new)}/{len(new)} correct this run -> {a.out}")
     return 0
 
@@ -428,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("input", help="labelled stepwise JSONL, or samples JSONL together with --splits")
     sc.add_argument("--splits", default=None, help="split JSONL of the samples in INPUT")
     sc.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside INPUT)")
-    sc.add_argument("--prm", required=True, help="PRM directory (from 'train')")
+    sc.add_argument("--prm", default=None, help="PRM directory (from 'train'; with --prm-server: the exported one)")
+    sc.add_argument("--prm-server", default=None, metavar="URL",
+                    help="score through a vLLM pooling server serving an 'export-prm --format vllm' directory")
     sc.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
     sc.add_argument("--out", required=True, help="scores JSONL to write")
     sc.add_argument("--batch", type=int, default=16, help="responses per scoring call")
@@ -448,7 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bo = sub.add_parser("bon", help="Best-of-N: accuracy vs N for each selection rule", formatter_class=fmt)
     bo.add_argument("samples", help="candidate samples JSONL (the pool: all samples of each problem)")
-    bo.add_argument("scores", help="scores JSONL from 'score' for those samples")
+    bo.add_argument("scores", nargs="?", default=None, help="scores JSONL from 'score' for those samples")
+    bo.add_argument("--prm-server", default=None, metavar="URL",
+                    help="instead of SCORES: score the samples through a vLLM pooling server (needs --splits)")
+    bo.add_argument("--splits", default=None, help="with --prm-server: split JSONL of the samples")
+    bo.add_argument("--prm", default=None, help="with --prm-server: the exported directory (default: the server's)")
     bo.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside the samples)")
     bo.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES), help="selection rules")
     bo.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="random subsets per question and N")
@@ -460,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     tv = sub.add_parser("tvd", help="token-level value-guided decoding with a PRM", formatter_class=fmt)
     _task_opts(tv)
     _model_opts(tv)
-    tv.add_argument("--prm", required=True, help="PRM directory")
+    tv.add_argument("--prm", default=None, help="PRM directory (with --prm-server: the exported one)")
+    tv.add_argument("--prm-server", default=None, metavar="URL",
+                    help="score through a vLLM pooling server serving an 'export-prm --format vllm' directory")
     tv.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
     tv.add_argument("--out", required=True, help="JSONL of tvd records, one per problem (resumable)")
     add_fields(tv.add_argument_group("decoding"), TVDConfig, defaults={"threshold": None},
@@ -468,6 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
                helps={"threshold": "consult the PRM when the top token's probability is below this "
                                    "(default: the paper's, 0.55 for math and 0.28 for code)"})
     tv.set_defaults(func=cmd_tvd)
+
+    ex = sub.add_parser("export-prm", help="write a PRM in a layout another engine serves (vLLM pooling runner)",
+                        formatter_class=fmt)
+    ex.add_argument("prm_dir", help="PRM directory (from 'train')")
+    ex.add_argument("--format", default="vllm", choices=["vllm"],
+                    help="vllm: <Arch>ForTokenClassification HF directory for 'vllm serve DIR --runner pooling'")
+    ex.add_argument("--out", required=True, help="new directory to write")
+    ex.set_defaults(func=cmd_export_prm)
 
     rn = sub.add_parser("run", help="the main job: the whole pipeline on the embedded default, with a results table",
                         formatter_class=fmt)
@@ -496,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(a.func(a) or 0)
-    except (UsageError, DataError, ModelError, RecordError, ValueError, ImportError, FileNotFoundError) as e:
+    except (UsageError, DataError, ModelError, RecordError, ValueError, ImportError, FileNotFoundError,
+            ConnectionError) as e:  # ConnectionError: --prm-server
         print(f"adaptivestep {a.verb}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ class PolicyConfig:
     ray: None = the engine runs in this process; a Ray address (host:port, "auto") or "local" = the engine
         calls run on a pool of Ray actors, each holding this backend.
     ray_actors: actors in that pool (None = one per CPU of the cluster).
+    tensor_parallel_size: vllm: GPUs one model is split over (vLLM's tensor_parallel_size).
     """
 
     model: str = "default"
@@ -32,6 +33,7 @@ class PolicyConfig:
     threads: int | None = None
     ray: str | None = None
     ray_actors: int | None = None
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         if self.n_ctx <= 0:
@@ -40,6 +42,8 @@ class PolicyConfig:
             raise ValueError(f"--threads must be > 0, got {self.threads}")
         if self.ray_actors is not None and self.ray_actors <= 0:
             raise ValueError(f"--ray-actors must be > 0, got {self.ray_actors}")
+        if self.tensor_parallel_size <= 0:
+            raise ValueError(f"--tensor-parallel-size must be > 0, got {self.tensor_parallel_size}")
 
 
 def open_policy(cfg: PolicyConfig) -> Backend:
@@ -49,7 +53,9 @@ def open_policy(cfg: PolicyConfig) -> Backend:
 
     path = resolve_model(cfg.model)
     opts: dict[str, Any] = {}
-    if not path.is_dir():
+    if cfg.backend == "vllm":  # n_ctx -> max_model_len; threads -> the CPU build's OpenMP threads
+        opts = {"n_ctx": cfg.n_ctx, "tensor_parallel_size": cfg.tensor_parallel_size, "n_threads": cfg.threads}
+    elif not path.is_dir():
         opts["n_ctx"] = cfg.n_ctx
         if cfg.threads:
             opts["n_threads"] = cfg.threads

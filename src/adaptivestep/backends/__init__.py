@@ -15,16 +15,21 @@ from .base import Backend, Generation, GenRequest, SamplingConfig
 BACKENDS: dict[str, tuple[str, str]] = {
     "llamacpp": ("adaptivestep.backends.llamacpp", "LlamaCppBackend"),
     "hf": ("adaptivestep.backends.hf", "HFBackend"),
+    "vllm": ("adaptivestep.backends.vllm", "VLLMBackend"),
 }
-_INSTALL = {"llamacpp": "pip install 'adaptivestep[llamacpp]'", "hf": "pip install torch==2.13.0 'adaptivestep[hf]'",
-            "ray": "pip install 'adaptivestep[ray]'"}
+_INSTALL = {
+    "llamacpp": "pip install 'adaptivestep[llamacpp]'",
+    "hf": "pip install torch==2.13.0 'adaptivestep[hf]'",
+    "vllm": "pip install 'adaptivestep[vllm]' (GPU), or on a CPU scripts/vllm-venv.sh and .venv-vllm/bin/python",
+    "ray": "pip install 'adaptivestep[ray]'",
+}
 
 
 def load_backend(
     name: str, model: str | None = None, ray: str | None = None, ray_actors: int | None = None, **options: Any
 ) -> Backend:
     """Open ``model`` (embedded name, .gguf file or HF directory) with backend ``name`` ("auto" picks
-    llamacpp for GGUF files and hf for directories).
+    llamacpp for GGUF files and hf for directories; vllm is only chosen by name).
 
     ray: None = in this process; otherwise a Ray cluster address (``host:port``, ``auto``) or ``"local"`` (a Ray
     started here): a pool of ``ray_actors`` actors (default one per CPU) each holding the backend.

