@@ -41,11 +41,24 @@ def _job(*args: str) -> list[str]:
     return [sys.executable, str(HERE / "fault_jobs.py"), *args]
 
 
-def _kill_at_random_points(cmd: list[str], rnd: random.Random, lo: float, hi: float, tries: int = 6) -> int:
-    """Start ``cmd`` and SIGKILL it after a random delay, again and again until it finishes; returns the kills."""
+def _lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def _kill_at_random_points(cmd: list[str], rnd: random.Random, lo: float, hi: float, tries: int = 6,
+                           watch: Path | None = None) -> int:
+    """Start ``cmd`` and SIGKILL it after a random delay, again and again until it finishes; returns the kills.
+
+    ``watch``: an output file; the delay then starts once this attempt has added a line to it, so the kill
+    lands mid-job however fast the machine is (a fixed delay let a quiet machine finish before any kill)."""
     kills = 0
     for _ in range(tries):
+        before = _lines(watch) if watch is not None else 0
         proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if watch is not None:
+            t_end = time.monotonic() + 120
+            while proc.poll() is None and _lines(watch) <= before and time.monotonic() < t_end:
+                time.sleep(0.01)
         time.sleep(rnd.uniform(lo, hi))
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
@@ -96,7 +109,8 @@ def test_sample_killed_at_random_points_resumes_exactly(tmp_path: Path) -> None:
     fault_jobs.sample(ref)
     run = tmp_path / "run"
     run.mkdir()
-    kills = _kill_at_random_points(_job("sample", str(run), "0.25"), random.Random(5), 0.8, 3.0)
+    kills = _kill_at_random_points(_job("sample", str(run), "0.25"), random.Random(5), 0.0, 0.4,
+                                   watch=run / "samples.jsonl")
     assert kills >= 2, "the job finished before two kills: make it longer"
     assert _samples(run / "samples.jsonl") == _samples(ref / "samples.jsonl")
     assert len((run / "samples.jsonl").read_text().splitlines()) == len(_samples(ref / "samples.jsonl"))  # no repeats
