@@ -70,14 +70,16 @@ def corpus_items(corpus: Path, method: str = "confidence") -> list[Item]:
 
 
 def candidate_items(folder: Path, tau: float) -> list[Item]:
-    """Items of a folder of candidates (``samples.jsonl`` + ``problems.jsonl``), split by AdaptiveStep at ``tau``."""
+    """Items of a folder of candidates (``samples.jsonl``, or a main job's ``candidates.jsonl``, + ``problems.jsonl``),
+    split by AdaptiveStep at ``tau``."""
     from ..checkers import get_checker, vote_key
     from ..jsonl import read_records
     from ..records import Problem, Sample
     from ..split import SplitParams, split_samples, step_texts
 
     problems = {p.id: p for p in read_records(folder / "problems.jsonl", Problem)}
-    samples = list(read_records(folder / "samples.jsonl", Sample, tolerate_torn_tail=True))
+    name = "samples.jsonl" if (folder / "samples.jsonl").exists() else "candidates.jsonl"
+    samples = list(read_records(folder / name, Sample, tolerate_torn_tail=True))
     splits = split_samples(samples, "confidence", SplitParams(tau=tau))
     checkers: dict[str, Any] = {}
     out = []
@@ -130,7 +132,7 @@ def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: st
 
 
 def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
-    return {name: [list(_sigmoid(f @ fit.w + fit.b)) for f in feats] for name, fit in fits.items()}
+    return {name: [[float(v) for v in _sigmoid(f @ fit.w + fit.b)] for f in feats] for name, fit in fits.items()}
 
 
 def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
@@ -271,10 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", default=None, help="folder of held-apart candidates (samples.jsonl + problems.jsonl)")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
-    p.add_argument("--quick", action="store_true", help="smollm2-135m only, 3 folds, sizes 8 16")
+    p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     a = p.parse_args(argv)
     if a.quick:
-        a.backbones, a.folds, a.sizes = ["smollm2-135m"], 3, [8, 16]
+        a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
     res = run(Path(a.corpus), a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")

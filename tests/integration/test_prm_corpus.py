@@ -1,0 +1,53 @@
+"""`bench corpus --quick` builds a real labelled corpus (the 0.5B policy, GSM8K train) and `bench prm-quality
+--quick` measures a PRM on it end to end: the path that builds and judges the shipped corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("llama_cpp")
+
+from adaptivestep.cli import main
+from adaptivestep.jsonl import read_records
+from adaptivestep.models import ModelError, embedded_model_path
+from adaptivestep.records import LabeledRecord, Problem
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("qwen2.5-coder-0.5b", "smollm2-135m"):
+        try:
+            embedded_model_path(name)
+        except ModelError as e:
+            pytest.skip(str(e))
+    if not (DATA / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip("../shared/data is not there")
+    out = tmp_path / "corpus"
+    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2"]) == 0
+    card = _last_json(capsys.readouterr().out)
+    assert card["questions"] == 2 and card["responses"] == 4 and 0 < card["tau"] < 1
+    assert card["labels_confidence"]["responses"] == 4 and card["labels_confidence"]["rollouts"] > 0
+    problems = {p.id for p in read_records(out / "problems.jsonl", Problem)}
+    assert all(p.startswith("gsm8k/train/") for p in problems)  # never an evaluation question
+    recs = list(read_records(out / "labels-confidence.jsonl", LabeledRecord))
+    assert {r.problem_id for r in recs} == problems
+    # a second run resumes: nothing new sampled
+    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2"]) == 0
+    assert _last_json(capsys.readouterr().out)["this_run"]["sample_new_tokens"] == 0
+    assert main(["bench", "prm-quality", "--quick", "--corpus", str(out)]) == 0
+    res = _last_json(capsys.readouterr().out)
+    assert res["responses"] == 4
+    auc = res["confidence_mean_response_auc_min"]
+    assert auc is None or auc != auc or 0.0 <= auc <= 1.0  # nan when the 4 responses share one outcome
