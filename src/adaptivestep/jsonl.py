@@ -62,6 +62,18 @@ def read_records(path: str | Path, cls: type[R], *, tolerate_torn_tail: bool = F
             raise DataError(f"{path}:{i}: {e}") from None
 
 
+def write_atomic(path: str | Path, records: Iterable[Any]) -> None:
+    """Write a derived file whole (a split, scores): build it aside, then rename it over ``path``, so a reader
+    never sees it half-written."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    with JsonlWriter(tmp, fsync=False) as w:
+        w.write_all(records)
+    os.replace(tmp, path)
+
+
 def repair_tail(path: str | Path) -> int:
     """Drop a torn (unterminated, unparsable) last line left by a killed writer. Returns bytes removed."""
     path = Path(path)

@@ -7,7 +7,6 @@ skipped or resumed when its output is already there, so an interrupted job is fi
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from .backends.base import Backend
 from .config import RunConfig, SplitStage
-from .jsonl import JsonlWriter, read_records
+from .jsonl import read_records, write_atomic
 from .operations import (
     bon_curves,
     candidate_pools,
@@ -33,16 +32,6 @@ from .tasks import load_problem_set
 
 def _say(msg: str) -> None:
     print(f"[adaptivestep] {msg}", flush=True)
-
-
-def _write_atomic(path: Path, records: list[Any]) -> None:
-    """Write a derived file whole (split, scores): build it aside, then rename over (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    with JsonlWriter(tmp, fsync=False) as w:
-        w.write_all(records)
-    os.replace(tmp, path)
 
 
 def _task_kind(problems: list[Problem]) -> str:
@@ -64,7 +53,7 @@ def _split(samples: list[Sample], out: Path, cfg: SplitStage, tau: float | None)
     from .split import split_samples
 
     splits = split_samples(samples, cfg.method, cfg.params(tau=tau) if tau is not None else cfg.params())
-    _write_atomic(out, splits)
+    write_atomic(out, splits)
     return splits
 
 
@@ -143,7 +132,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     t0 = time.perf_counter()
     scores = score_steps(prm, step_items(cands, splits, by_id))
     figs["prm_scoring"] = {"responses": len(cands), "wall_s": time.perf_counter() - t0}
-    _write_atomic(d / "scores.jsonl", [StepScores(s.problem_id, s.sample_index, sc, str(rd / "prm"), sp.method)
+    write_atomic(d / "scores.jsonl", [StepScores(s.problem_id, s.sample_index, sc, str(rd / "prm"), sp.method)
                                        for s, sp, sc in zip(cands, splits, scores)])
     pools = candidate_pools(by_id, cands, {s.key: sc for s, sc in zip(cands, scores)}, judge=judge,
                             order=[p.id for p in problems])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -97,23 +96,12 @@ def select_questions(problems: Sequence[Any], count: int, seed: int, max_solutio
     return out
 
 
-def _write_atomic(path: Path, records: Sequence[Any]) -> None:
-    from ..jsonl import JsonlWriter
-
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    with JsonlWriter(tmp, fsync=False) as w:
-        w.write_all(records)
-    os.replace(tmp, path)
-
-
 def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
     """Build or extend the corpus of ``spec``; returns its card (also written to ``card.json``)."""
     from ..backends import load_backend
     from ..backends.base import SamplingConfig
     from ..checkers import get_checker
-    from ..jsonl import read_records
+    from ..jsonl import read_records, write_atomic
     from ..label import LabelConfig, label_files
     from ..models import resolve_model
     from ..records import Sample
@@ -157,7 +145,7 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
             "newline": split_samples(samples, "newline", SplitParams()),
         }
         for method, sp in splits.items():
-            _write_atomic(out / f"split-{method}.jsonl", sp)
+            write_atomic(out / f"split-{method}.jsonl", sp)
         checker = get_checker(problems[0].kind)
         lcfg = LabelConfig(rollouts=spec.rollouts, max_tokens=spec.rollout_tokens, seed=spec.seed,
                            early_stop=spec.early_stop, wave=spec.wave)
