@@ -218,13 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             p.add_argument(flag, type=type(default) if default is not None else int, default=default)
-    p.add_argument("--quick", action="store_true", help="2 questions x 2 responses into runs/corpus-quick")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 2 questions x 2 responses of <= 160 tokens, M = 2 rollouts of <= 48 tokens")
     p.add_argument("--card-only", action="store_true", help="print the card of what is on disk, build nothing")
     a = p.parse_args(argv)
     kw = {k: getattr(a, k) for k in asdict(d)}
     if a.quick:
         kw.update(out_dir="runs/corpus-quick" if a.out_dir == d.out_dir else a.out_dir, questions=2, n=2,
-                  max_tokens=256, rollouts=2, rollout_tokens=128)
+                  max_tokens=160, rollouts=2, rollout_tokens=48)
     spec = CorpusSpec(**kw)
     if a.card_only:
         tau = float(json.loads((Path(spec.out_dir) / "tau.json").read_text())["tau"])
