@@ -280,5 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = run(Path(a.corpus), a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
-    print(json.dumps(_summary(res), default=float))
+    summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}
+    print(json.dumps(summary, default=float))  # strict JSON: an undefined AUC (one class only) is null
     return 0
