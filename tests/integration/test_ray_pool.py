@@ -36,6 +36,9 @@ from adaptivestep.worklog import WorkLog  # noqa: E402
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
+# a throwaway loopback cluster: no token auth (Ray 2.60's `ray start` otherwise expects the token of whichever
+# cluster last wrote ~/.ray/auth_token, and the driver here would be refused)
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 def _free_port() -> int:
