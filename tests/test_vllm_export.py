@@ -254,3 +254,18 @@ def test_cli_prm_server_unreachable_exits_2(tmp_path: Path, capsys: pytest.Captu
     assert rc == 2 and "--prm-server" in err and "vllm serve" in err and len(err.strip().splitlines()) == 1
     rc = main(["score", str(data), "--out", str(tmp_path / "t.jsonl")])
     assert rc == 2 and "--prm-server" in capsys.readouterr().err
+
+
+def test_cli_export_prm_writes_the_same_directory(prm_and_export, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from adaptivestep.cli import main
+
+    _, out = prm_and_export
+    cli_out = tmp_path / "via-cli"
+    assert main(["export-prm", str(out.parent / "prm"), "--format", "vllm", "--out", str(cli_out)]) == 0
+    assert "--runner pooling" in capsys.readouterr().out  # tells the user how to serve it
+    cfg = json.loads((cli_out / "config.json").read_text())
+    assert cfg == json.loads((out / "config.json").read_text())
+    assert all(a.endswith("ForTokenClassification") for a in cfg["architectures"])
