@@ -62,3 +62,49 @@ def test_select_questions_filters_by_reference_length_and_is_nested() -> None:
     assert [p.id for p in b[:10]] == [p.id for p in a]
     assert all(solution_lines(p) <= 2 for p in b)
     assert len(select_questions(ps, 10, seed=4)) == 10
+
+
+def _synthetic(n_q: int, per_q: int, rng: np.random.Generator) -> tuple[list, list[np.ndarray]]:
+    """Items whose step labels a linear head can read from their features (plus noise)."""
+    from adaptivestep.bench.prm_quality import Item
+
+    items, feats = [], []
+    for q in range(n_q):
+        for j in range(per_q):
+            k = int(rng.integers(1, 4))
+            y = (rng.random(k) < 0.5).astype(float)
+            f = rng.standard_normal((k, 8)) + 2.0 * y[:, None] * np.eye(8)[0]
+            items.append(Item(f"q{q}", j, "question", ["s"] * k, list(y), bool(y[-1]), str(int(y[-1])),
+                              [[-0.1]] * k, label_tokens=10 * k))
+            feats.append(f)
+    return items, feats
+
+
+def test_learning_curve_scores_every_item_out_of_fold_and_learns() -> None:
+    from adaptivestep.bench.prm_quality import learning_curve, metrics
+
+    items, feats = _synthetic(20, 3, np.random.default_rng(0))
+    spent: dict[int, list[int]] = {}
+    curve = learning_curve(items, {"bb": feats}, [6, 24, 10_000], folds=2, seed=0, tokens=spent)
+    assert sorted(curve) == [6, 24]  # 10_000 exceeds every fold's training side: dropped, not clamped
+    assert len(spent[6]) == 2 and all(t > 0 for t in spent[6]) and np.mean(spent[24]) > np.mean(spent[6])
+    for size, row in curve.items():
+        assert set(row) == {"prm:bb", "orm:bb"}
+        assert all(len(s) == len(i.steps) for s, i in zip(row["prm:bb"], items))  # every item, once
+    assert metrics(items, curve[24]["prm:bb"])["step_auc"] > 0.85  # the signal is learnt on held-out questions
+
+
+def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels() -> None:
+    from adaptivestep.bench.prm_quality import replay_first_error
+
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        k = int(rng.integers(1, 8))
+        hard = list((rng.random(k) < 0.6).astype(float))
+        toks = [int(t) for t in rng.integers(1, 50, k)]
+        toks[-1] = 0  # the last step is the response itself: no rollouts
+        labels, spent = replay_first_error(hard, bool(hard[-1]), toks)
+        assert len(labels) == k and spent <= sum(toks)
+        assert labels == sorted(labels, reverse=True)  # 1s then 0s
+        if hard == sorted(hard, reverse=True):  # monotone truth: the search finds it exactly
+            assert labels == hard

@@ -105,6 +105,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
     from .checkers import get_checker
     from .prm.model import PRM
+    from .prm.quality import bon_vs_majority, paired_bootstrap
     from .search.estimate import bootstrap_ci
 
     problems = load_problem_set(cfg.data.problem_set("eval"))
@@ -137,6 +138,8 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     pools = candidate_pools(by_id, cands, {s.key: sc for s, sc in zip(cands, scores)}, judge=judge,
                             order=[p.id for p in problems])
     curves = bon_curves(full_pools(pools, ev.n), ev.rules, resamples=ev.resamples, seed=cfg.seed)
+    paired = {rule: asdict(bon_vs_majority(full_pools(pools, ev.n), rule, ev.n, seed=cfg.seed))
+              for rule in ev.rules if rule.startswith("prm-")}
 
     greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
     tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
@@ -146,14 +149,20 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     figs["tvd_run_wall_s"] = time.perf_counter() - t0
     tvd_ok = [float(r.correct) for r in tvd]
     greedy_on_tvd = [greedy_ok[i] for i, p in enumerate(problems) if p in tvd_probs]
+    tvd_diff = dict(zip(("diff", "lo", "hi"), paired_bootstrap(tvd_ok, greedy_on_tvd, seed=cfg.seed))) if tvd_ok else {}
     return {
         "n_questions": len(problems),
         "pool_size": ev.n,
         "greedy": _acc(greedy_ok, bootstrap_ci),
         "tvd": {**_acc(tvd_ok, bootstrap_ci), "greedy_same_questions": _acc(greedy_on_tvd, bootstrap_ci),
+                "minus_greedy": tvd_diff,
                 "interventions_per_question": sum(r.interventions for r in tvd) / max(1, len(tvd_ok)),
+                "intervened_share": sum(r.interventions > 0 for r in tvd) / max(1, len(tvd_ok)),
+                "differs_from_greedy_share": sum(r.problem_id in greedy and r.text != greedy[r.problem_id].text
+                                                 for r in tvd) / max(1, len(tvd_ok)),
                 "tokens": sum(r.tokens for r in tvd)},
         "curves": {rule: [asdict(pt) for pt in pts] for rule, pts in curves.items()},
+        "prm_minus_majority": paired,
         "figures": figs,
     }
 
@@ -179,6 +188,18 @@ def results_table(res: dict[str, Any]) -> str:
     out = ["| method | accuracy | 95% CI | questions |", "|---|---|---|---|"]
     for name, r in rows:
         out.append(f"| {name} | {100 * r['mean']:.1f}% | [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] | {r['n']} |")
+    diffs = [(f"{rule} - majority @ N={n}", d) for rule, d in res.get("prm_minus_majority", {}).items()
+             if d["questions"]]
+    if t.get("minus_greedy"):
+        diffs.append((f"TVD - greedy (PRM consulted on {100 * t['intervened_share']:.0f}% of questions, text "
+                      f"changed on {100 * t['differs_from_greedy_share']:.0f}%)",
+                      {**t["minus_greedy"], "questions": t["n"]}))
+    if diffs:
+        out += ["", "| paired difference (same questions) | points | 95% CI (paired bootstrap) | questions |",
+                "|---|---|---|---|"]
+        for name, d in diffs:
+            out.append(f"| {name} | {100 * d['diff']:+.1f} | [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] "
+                       f"| {d['questions']} |")
     return "\n".join(out)
 
 

@@ -35,10 +35,14 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
     if not (DATA / "gsm8k" / "train.jsonl").is_file():
         pytest.skip("../shared/data is not there")
     out = tmp_path / "corpus"
-    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2"]) == 0
+    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2",
+                 "--newline-questions", "1"]) == 0
     card = _last_json(capsys.readouterr().out)
     assert card["questions"] == 2 and card["responses"] == 4 and 0 < card["tau"] < 1
     assert card["labels_confidence"]["responses"] == 4 and card["labels_confidence"]["rollouts"] > 0
+    first = next(iter(read_records(out / "problems.jsonl", Problem))).id  # the baseline labels a prefix of questions
+    assert {r.problem_id for r in read_records(out / "labels-newline.jsonl", LabeledRecord)} == {first}
+    assert card["labels_newline"]["responses"] == 2 and len(card["builds"]) == 1
     problems = {p.id for p in read_records(out / "problems.jsonl", Problem)}
     assert all(p.startswith("gsm8k/train/") for p in problems)  # never an evaluation question
     recs = list(read_records(out / "labels-confidence.jsonl", LabeledRecord))
@@ -49,5 +53,9 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["bench", "prm-quality", "--quick", "--corpus", str(out)]) == 0
     res = _last_json(capsys.readouterr().out)
     assert res["responses"] == 4
+    assert main(["bench", "prm-quality", "--quick", "--corpus", str(out), "--saver", "first-error",
+                 "--unregularised"]) == 0
+    fes = _last_json(capsys.readouterr().out)
+    assert fes["responses"] == 4 and fes["label_tokens"] <= res["label_tokens"]  # a replay never costs more
     auc = res["confidence_mean_response_auc_min"]
     assert auc is None or auc != auc or 0.0 <= auc <= 1.0  # nan when the 4 responses share one outcome

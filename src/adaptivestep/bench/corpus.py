@@ -41,7 +41,9 @@ class CorpusSpec:
     break_rate: AdaptiveStep's share of tokens that end a step (sets tau once, then frozen).
     rollouts / rollout_tokens / early_stop / wave: the labelling (hard labels; early stop with these seeds
         gives exactly the exhaustive hard label).
-    label_newline: also label the newline split (the paper's baseline) - costs about as much again.
+    newline_questions: also label the newline split (the paper's baseline) of the first this many questions
+        (0 = none): newline labelling costs about 2.4x as much per response, so the baseline is labelled on a
+        prefix of the questions and compared at equal labelling tokens (``bench prm-quality``).
     label: False = a candidate pool only (sample, no split or labels): how held-apart evaluation questions
         (a test split) get their Best-of-N candidates.
     seed: question order, sampling and rollout seeds. threads: llama.cpp threads (None = all cores).
@@ -60,7 +62,7 @@ class CorpusSpec:
     rollout_tokens: int = 384
     early_stop: bool = True
     wave: int = 2
-    label_newline: bool = False
+    newline_questions: int = 0
     label: bool = True
     seed: int = 0
     threads: int | None = None
@@ -132,7 +134,9 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
         figs["sample_new_wall_s"] = s.wall_s
         if not spec.label:
             return {"spec": asdict(spec), "questions": len(problems), "this_run": figs}
-        samples = [x for x in read_records(samples_path, Sample, tolerate_torn_tail=True) if x.problem_id in by_id]
+        rank = {p.id: k for k, p in enumerate(problems)}  # question order, so a prefix of questions is a prefix
+        samples = sorted((x for x in read_records(samples_path, Sample, tolerate_torn_tail=True) if x.problem_id in by_id),
+                         key=lambda x: (rank[x.problem_id], x.sample_index))
         tau_path = out / "tau.json"
         if tau_path.exists():
             tau = float(json.loads(tau_path.read_text())["tau"])
@@ -149,20 +153,36 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
         checker = get_checker(problems[0].kind)
         lcfg = LabelConfig(rollouts=spec.rollouts, max_tokens=spec.rollout_tokens, seed=spec.seed,
                            early_stop=spec.early_stop, wave=spec.wave)
-        methods = ["confidence"] + (["newline"] if spec.label_newline else [])
-        for method in methods:
+        for method in ["confidence"] + (["newline"] if spec.newline_questions else []):
             t1 = time.perf_counter()
             summ = label_files(backend, lambda p, t: checker.check(p, t).correct, by_id, samples_path,
                                out / f"split-{method}.jsonl", out / f"labels-{method}.jsonl", lcfg,
-                               progress=progress)
+                               progress=progress, limit=_newline_limit(spec, problems, splits[method], out)
+                               if method == "newline" else None)
             figs[f"label_{method}_new_wall_s"] = time.perf_counter() - t1
             figs[f"label_{method}_failures"] = len(summ.failures)
     finally:
         backend.close()
     card = corpus_card(spec, out, tau)
     card["this_run"] = {**figs, "wall_s": time.perf_counter() - t0}
+    old = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
+    card["builds"] = [*old.get("builds", []), card["this_run"]]  # a resumed corpus: every run's cost
+    card["build_wall_s"] = sum(b.get("wall_s", 0.0) for b in card["builds"])
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _newline_limit(spec: CorpusSpec, problems: Sequence[Any], splits: Sequence[Any], out: Path) -> int:
+    """How many more newline splits to label so that exactly the first ``newline_questions`` questions are
+    labelled (label_files takes its ``limit`` in split order, and the split file is in question order)."""
+    from ..jsonl import read_records
+    from ..records import LabeledRecord
+
+    first = {p.id for p in problems[: spec.newline_questions]}
+    want = sum(sp.problem_id in first for sp in splits)
+    path = out / "labels-newline.jsonl"
+    done = sum(1 for _ in read_records(path, LabeledRecord, tolerate_torn_tail=True)) if path.exists() else 0
+    return max(0, want - done)
 
 
 def corpus_card(spec: CorpusSpec, out: Path, tau: float) -> dict[str, Any]:
@@ -173,12 +193,14 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float) -> dict[str, Any]:
 
     problems = {p.id: p for p in read_records(out / "problems.jsonl", Problem)}
     samples = list(read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True))
-    checker = get_checker("math")
-    correct = [bool(checker.check(problems[s.problem_id], s.text).correct) for s in samples]
+    checkers: dict[str, Any] = {}
+    correct = [bool(checkers.setdefault(problems[s.problem_id].kind, get_checker(problems[s.problem_id].kind))
+                    .check(problems[s.problem_id], s.text).correct) for s in samples]
     by_q: dict[str, list[bool]] = {}
     for s, c in zip(samples, correct):
         by_q.setdefault(s.problem_id, []).append(c)
     card: dict[str, Any] = {
+        "command": command_line(spec),
         "spec": asdict(spec),
         "policy": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (embedded default), llama.cpp exact mode",
         "tau": tau,
@@ -206,6 +228,21 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float) -> dict[str, Any]:
             "rollout_tokens_per_response": sum(r.cost.get("generated_tokens", 0) for r in recs) / max(1, len(recs)),
         }
     return card
+
+
+def command_line(spec: CorpusSpec) -> str:
+    """The command that builds (or resumes) this corpus: every setting that differs from the default.
+
+    >>> command_line(CorpusSpec(out_dir="c", questions=5, early_stop=False))
+    'adaptivestep bench corpus --out-dir c --questions 5 --no-early-stop'
+    """
+    parts = ["adaptivestep bench corpus"]
+    for k, v in asdict(spec).items():
+        if v == getattr(CorpusSpec(), k):
+            continue
+        flag = "--" + k.replace("_", "-")
+        parts.append(flag if v is True else "--no-" + flag[2:] if v is False else f"{flag} {v}")
+    return " ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,7 @@ class Item:
     correct: bool
     vote: str | None
     step_logprobs: list[list[float]]  # token log-probs of each step
+    label_tokens: int = 0  # rollout tokens its labels cost (0 for eval candidates)
 
 
 def _step_logprobs(sample: Any, ends: Sequence[int]) -> list[list[float]]:
@@ -52,8 +53,34 @@ def _step_logprobs(sample: Any, ends: Sequence[int]) -> list[list[float]]:
     return [list(sample.logprobs[a:b]) for a, b in zip(starts, ends)]
 
 
-def corpus_items(corpus: Path, method: str = "confidence") -> list[Item]:
-    """Items of a corpus folder: its labelled records joined with their samples (for log-probs)."""
+def replay_first_error(hard: Sequence[float], final_correct: bool, step_tokens: Sequence[int]) -> tuple[list[float], int]:
+    """What first-error search would have labelled, and the rollout tokens it would have spent, replayed from
+    a response's per-step hard labels (each step's rollouts are the same seeded ones whichever saver asks).
+
+    >>> replay_first_error([1, 1, 0, 1, 0], False, [10, 10, 10, 10, 0])  # probes step 2, then 1
+    ([1.0, 1.0, 0.0, 0.0, 0.0], 20)
+    >>> replay_first_error([1, 0, 1], True, [5, 5, 0])  # a correct response: no probe at all
+    ([1.0, 1.0, 1.0], 0)
+    """
+    from ..labels import first_error_search
+
+    gen = first_error_search(len(hard), 1.0 if final_correct else 0.0)
+    spent = 0
+    try:
+        k = next(gen)
+        while True:
+            spent += int(step_tokens[k])
+            k = gen.send(float(hard[k]))
+    except StopIteration as stop:
+        return list(stop.value), spent
+
+
+def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-stop") -> list[Item]:
+    """Items of a corpus folder: its labelled records joined with their samples (for log-probs).
+
+    saver: ``early-stop`` = the corpus' labels as built; ``first-error`` = the labels and cost that first-error
+    search would have given on the same rollouts (:func:`replay_first_error`).
+    """
     from ..checkers import vote_key
     from ..jsonl import read_records
     from ..records import LabeledRecord, Problem, Sample
@@ -64,9 +91,24 @@ def corpus_items(corpus: Path, method: str = "confidence") -> list[Item]:
     for r in read_records(corpus / f"labels-{method}.jsonl", LabeledRecord, tolerate_torn_tail=True):
         s = samples[(r.problem_id, r.sample_index)]
         kind = problems[r.problem_id].kind
-        out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), list(r.hard_labels or r.labels),
-                        bool(r.final_correct), vote_key(kind, s.text), _step_logprobs(s, r.step_token_ends)))
+        labels, tokens = list(r.hard_labels or r.labels), int(r.cost.get("generated_tokens", 0))
+        if saver == "first-error":
+            labels, tokens = replay_first_error(labels, bool(r.final_correct), [x.tokens for x in r.rollouts])
+        elif saver != "early-stop":
+            raise ValueError(f"unknown saver {saver!r} (early-stop | first-error)")
+        out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), labels, bool(r.final_correct),
+                        vote_key(kind, s.text), _step_logprobs(s, r.step_token_ends), tokens))
     return out
+
+
+def first_questions(items: list[Item], corpus: Path, count: int) -> list[Item]:
+    """The items of the corpus' first ``count`` questions (``problems.jsonl`` order: the corpus' own order, in
+    which its newline baseline labels a prefix), so two label sets compare on the same questions."""
+    from ..jsonl import read_records
+    from ..records import Problem
+
+    keep = {p.id for p in list(read_records(corpus / "problems.jsonl", Problem))[:count]}
+    return [i for i in items if i.problem_id in keep]
 
 
 def candidate_items(folder: Path, tau: float) -> list[Item]:
@@ -117,8 +159,10 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: str, seed: int) -> dict[str, Any]:
-    """Heads trained on ``train``: the PRM (step labels) and the ORM (final correctness at the last step)."""
+def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: str, seed: int,
+                unregularised: bool = False) -> dict[str, Any]:
+    """Heads trained on ``train``: the PRM (step labels) and the ORM (final correctness at the last step);
+    ``unregularised`` adds ``prm-noreg`` (the same head with a vanishing fixed L2: what memorising costs)."""
     from ..prm.head import fit_head
 
     last = np.stack([f[-1] for f in feats])
@@ -128,6 +172,8 @@ def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: st
         x = np.concatenate(feats)
         y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
         out[f"prm:{backbone}"] = fit_head(x, y, [i.problem_id for i in train for _ in i.steps], seed=seed)
+        if unregularised:
+            out[f"prm-noreg:{backbone}"] = fit_head(x, y, l2=1e-6, seed=seed)
     return out
 
 
@@ -167,8 +213,10 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
 
 
 def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes: Sequence[int], folds: int,
-                   seed: int) -> dict[int, dict[str, list[list[float]]]]:
-    """Out-of-fold step scores of every item, per training size and scorer."""
+                   seed: int, tokens: dict[int, list[int]] | None = None,
+                   unregularised: bool = False) -> dict[int, dict[str, list[list[float]]]]:
+    """Out-of-fold step scores of every item, per training size and scorer. ``tokens`` (filled when given):
+    per size, the rollout tokens that each fold's training subset cost to label."""
     from ..prm.head import group_folds
     from ..prm.quality import learning_curve_subsets
 
@@ -186,9 +234,11 @@ def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes:
         for size, groups in learning_curve_subsets(train_q, per_q, sizes, seed=seed + f).items():
             gs = set(groups)
             tr = [k for k, it in enumerate(items) if it.problem_id in gs]
+            if tokens is not None:
+                tokens.setdefault(size, []).append(sum(items[k].label_tokens for k in tr))
             row = preds.setdefault(size, {})
             for bb, fe in feats.items():
-                fits = fit_scorers([items[k] for k in tr], [fe[k] for k in tr], bb, seed)
+                fits = fit_scorers([items[k] for k in tr], [fe[k] for k in tr], bb, seed, unregularised)
                 for name, sc in score_items(fits, [fe[k] for k in test_i]).items():
                     col = row.setdefault(name, [None] * len(items))
                     for k, s in zip(test_i, sc):
@@ -208,12 +258,15 @@ def _fmt(m: dict[str, Any]) -> str:
 
 
 def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int, seed: int,
-        eval_dir: Path | None, method: str = "confidence") -> dict[str, Any]:
+        eval_dir: Path | None, method: str = "confidence", questions: int | None = None,
+        saver: str = "early-stop", unregularised: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
         items = candidate_items(corpus, float(json.loads((corpus / "tau.json").read_text())["tau"]))
     else:
-        items = corpus_items(corpus, method)
+        items = corpus_items(corpus, method, saver)
+    if questions:
+        items = first_questions(items, corpus, questions)
     if not items:
         raise ValueError(f"{corpus}: no labelled records in labels-{method}.jsonl")
     cache = corpus / "features"
@@ -221,13 +274,20 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     print(f"corpus {corpus}: {len(items)} labelled responses, {len({i.problem_id for i in items})} questions, "
           f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
           f"pass rate {np.mean([i.correct for i in items]):.2f}", flush=True)
-    res: dict[str, Any] = {"corpus": str(corpus), "method": method, "responses": len(items), "curve": {}}
-    curve = learning_curve(items, feats, sizes, folds, seed)
+    res: dict[str, Any] = {"corpus": str(corpus), "method": method, "saver": saver, "responses": len(items),
+                           "curve": {}}
+    spent: dict[int, list[int]] = {}
+    curve = learning_curve(items, feats, sizes, folds, seed, spent, unregularised)
     conf = confidence_scores(items)
+    res["label_tokens"] = sum(i.label_tokens for i in items)
+    res["train_label_tokens"] = {}
     for size, row in sorted(curve.items()):
         res["curve"][size] = {name: metrics(items, sc, seed=seed) for name, sc in {**row, **conf}.items()}
+        res["train_label_tokens"][size] = float(np.mean(spent[size]))
     print(f"\nlearning curve ({folds}-fold over questions; each response scored by heads that never saw its question)")
     for size, row in res["curve"].items():
+        print(f"  {size:4d} responses: their labels cost {res['train_label_tokens'][size]:,.0f} rollout tokens "
+              f"(mean over folds)")
         for name, m in row.items():
             if size == min(res["curve"]) or not name.startswith("confidence"):
                 print(f"  {size:4d} responses  {name:28s} {_fmt(m)}")
@@ -249,9 +309,11 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
 
 
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"responses": res["responses"], "wall_s": res["wall_s"]}
+    out: dict[str, Any] = {"responses": res["responses"], "wall_s": res["wall_s"], "label_tokens": res["label_tokens"]}
     if res["curve"]:
         top = res["curve"][max(res["curve"])]
+        out["top_size"] = max(res["curve"])
+        out["top_size_label_tokens"] = res["train_label_tokens"][max(res["curve"])]
         for name, m in top.items():
             key = name.replace(":", "_").replace("-", "_").replace(".", "_")
             out[f"{key}_step_auc"] = m.get("step_auc")
@@ -271,13 +333,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[25, 50, 100, 200, 400], help="training responses")
     p.add_argument("--folds", type=int, default=5, help="question folds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--saver", default="early-stop", choices=["early-stop", "first-error"],
+                   help="labels as built, or those first-error search would have given (replayed, with its cost)")
+    p.add_argument("--unregularised", action="store_true", help="add the head without L2 (prm-noreg)")
+    p.add_argument("--questions", type=int, default=None,
+                   help="only the corpus' first this many questions (e.g. those its newline baseline labelled)")
     p.add_argument("--eval", default=None, help="folder of held-apart candidates (samples.jsonl + problems.jsonl)")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     a = p.parse_args(argv)
     if a.quick:
         a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
-    res = run(Path(a.corpus), a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method)
+    res = run(Path(a.corpus), a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
+              a.questions, a.saver, a.unregularised)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
     summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}

@@ -1,0 +1,37 @@
+"""The main job's results table: accuracies with intervals, then the paired differences that decide the claim."""
+
+from dataclasses import asdict
+
+from adaptivestep.pipeline import results_table
+from adaptivestep.prm.quality import bon_vs_majority
+from adaptivestep.search.bon import Candidate
+
+
+def _res(paired: dict, tvd_extra: dict) -> dict:
+    acc = {"mean": 0.5, "lo": 0.2, "hi": 0.8, "n": 4}
+    return {
+        "pool_size": 2,
+        "greedy": acc,
+        "curves": {"majority": [{"n": 2, "mean": 0.25, "lo": 0.0, "hi": 0.5, "n_questions": 4}]},
+        "tvd": {**acc, "greedy_same_questions": acc, **tvd_extra},
+        "prm_minus_majority": paired,
+    }
+
+
+def test_paired_rows_show_the_difference_and_its_interval():
+    # two questions; the PRM ranks the right answer first in one, majority is split 1-1 in both
+    pools = [[Candidate(0, "1", [0.9], True), Candidate(1, "2", [0.1], False)],
+             [Candidate(0, "3", [0.2], False), Candidate(1, "4", [0.8], True)]]
+    d = asdict(bon_vs_majority(pools, "prm-min", 2))
+    assert d["acc"] == 1.0 and d["majority"] == 0.5 and d["lo"] < d["diff"] <= d["hi"]
+    t = results_table(_res({"prm-min": d}, {"minus_greedy": {"diff": -0.25, "lo": -0.5, "hi": 0.0},
+                                            "intervened_share": 0.5, "differs_from_greedy_share": 0.25}))
+    assert f"| prm-min - majority @ N=2 | +50.0 | [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] | 2 |" in t
+    assert "TVD - greedy (PRM consulted on 50% of questions, text changed on 25%) | -25.0" in t
+
+
+def test_no_paired_rows_without_pools():
+    nan = float("nan")
+    empty = {"n": 2, "acc": nan, "majority": nan, "oracle": nan, "diff": nan, "lo": nan, "hi": nan, "questions": 0}
+    t = results_table(_res({"prm-min": empty}, {}))
+    assert "paired difference" not in t and "| majority @ N=2 | 25.0% |" in t
