@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from adaptivestep.backends.base import Generation, GenRequest, text_offsets
-from adaptivestep.sampling import draw, log_softmax
+from adaptivestep.backends.sampler import draw, log_softmax
 from adaptivestep.seeds import rng_for
 
 VOCAB = list("0123456789 +=\n") + ["<eos>"]

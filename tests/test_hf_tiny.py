@@ -13,7 +13,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from adaptivestep.backends.base import Backend, GenRequest, SamplingConfig
 from adaptivestep.backends.hf import HFBackend, TokenBytes, load_hf_model
-from adaptivestep.models import ModelError
+from adaptivestep.embedded_models import ModelError
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (

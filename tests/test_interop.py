@@ -270,7 +270,7 @@ def test_math_shepherd_scorer_matches_hand_computation(tiny_prm):
 
 
 def test_math_shepherd_scorer_errors(tiny_prm, tmp_path):
-    from adaptivestep.models import ModelError
+    from adaptivestep.embedded_models import ModelError
     from adaptivestep.prm.interop import MathShepherdScorer
 
     with pytest.raises(ModelError, match="no config.json"):

@@ -1,6 +1,6 @@
 import pytest
 
-from adaptivestep.labels import (
+from adaptivestep.label.rules import (
     early_stop_waves,
     first_error_search,
     hard_label,

@@ -10,7 +10,7 @@ import pytest
 
 from adaptivestep.records import Sample, StepSplit
 from adaptivestep.split import SplitParams, split_samples
-from adaptivestep.stats import CATEGORIES, format_stats, split_stats, token_category
+from adaptivestep.split_stats import CATEGORIES, format_stats, split_stats, token_category
 
 
 def make_sample(pieces: list[str], probs: list[float], *, pid: str = "p", idx: int = 0) -> Sample:

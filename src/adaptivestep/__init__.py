@@ -36,7 +36,7 @@ _API: dict[str, str] = {
     **dict.fromkeys(["SplitParams", "split_samples", "step_texts"], "split"),
     **dict.fromkeys(["LabelConfig", "label_samples", "label_files", "judge_by_kind"], "label"),
     "get_checker": "checkers",
-    # the PRM (these import torch)
+    # the PRM (PRM and train_prm import torch; TrainConfig does not)
     "PRM": "prm.model",
     "TrainConfig": "prm.config",
     "train_prm": "prm",

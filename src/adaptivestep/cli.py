@@ -115,7 +115,7 @@ def cmd_split(a: argparse.Namespace) -> int:
 def cmd_stats(a: argparse.Namespace) -> int:
     from .jsonl import read_records
     from .records import Sample, StepSplit
-    from .stats import format_stats, split_stats
+    from .split_stats import format_stats, split_stats
 
     samples = {s.key: s for s in read_records(a.samples, Sample, tolerate_torn_tail=True)}
     result = {}
@@ -380,7 +380,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 BENCHES: dict[str, str] = {
     "throughput": "adaptivestep.bench.throughput",
     "label-cost": "adaptivestep.bench.label_cost",
-    "prm": "adaptivestep.prm.bench",
+    "prm": "adaptivestep.bench.prm",
     "search": "adaptivestep.bench.search",
     "sandbox": "adaptivestep.bench.sandbox",
     "corpus": "adaptivestep.bench.corpus",
@@ -548,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    from .embedded_models import ModelError
     from .jsonl import DataError
-    from .models import ModelError
     from .records import RecordError
 
     try:

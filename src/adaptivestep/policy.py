@@ -49,7 +49,7 @@ class PolicyConfig:
 def open_policy(cfg: PolicyConfig) -> Backend:
     """Open the policy model with its engine (llama.cpp options go to GGUF files only)."""
     from .backends import load_backend
-    from .models import ModelError, resolve_model
+    from .embedded_models import ModelError, resolve_model
 
     path = resolve_model(cfg.model)
     opts: dict[str, Any] = {}

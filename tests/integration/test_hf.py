@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 from adaptivestep.backends.base import Backend, GenRequest, SamplingConfig
 from adaptivestep.backends.hf import HFBackend, converted_dir, gguf_to_hf
-from adaptivestep.models import DEFAULT_MODEL, ModelError, embedded_model_path
+from adaptivestep.embedded_models import DEFAULT_MODEL, ModelError, embedded_model_path
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ pytest.importorskip("llama_cpp")
 from adaptivestep.backends.base import GenRequest, SamplingConfig, WithoutStreaming
 from adaptivestep.backends.llamacpp import LlamaCppBackend
 from adaptivestep.checkers import get_checker
+from adaptivestep.embedded_models import DEFAULT_MODEL, ModelError, embedded_model_path
 from adaptivestep.jsonl import JsonlWriter, read_records
 from adaptivestep.label import LabelConfig, label_files
-from adaptivestep.models import DEFAULT_MODEL, ModelError, embedded_model_path
 from adaptivestep.records import LabeledRecord, Sample
 from adaptivestep.sample import sample_problems
 from adaptivestep.split import SplitParams, split_samples

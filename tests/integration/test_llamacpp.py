@@ -13,7 +13,7 @@ pytest.importorskip("llama_cpp")
 
 from adaptivestep.backends.base import Backend, GenRequest, SamplingConfig
 from adaptivestep.backends.llamacpp import LlamaCppBackend
-from adaptivestep.models import ModelError, embedded_model_path
+from adaptivestep.embedded_models import ModelError, embedded_model_path
 
 pytestmark = pytest.mark.integration
 

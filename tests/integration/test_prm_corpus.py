@@ -15,8 +15,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("llama_cpp")
 
 from adaptivestep.cli import main
+from adaptivestep.embedded_models import ModelError, embedded_model_path
 from adaptivestep.jsonl import read_records
-from adaptivestep.models import ModelError, embedded_model_path
 from adaptivestep.records import LabeledRecord, Problem
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from adaptivestep.models import ModelError, embedded_model_path
-from adaptivestep.prm.bench import gsm8k_path, synthetic_records, tvd_items
+from adaptivestep.bench.prm import gsm8k_path, synthetic_records, tvd_items
+from adaptivestep.embedded_models import ModelError, embedded_model_path
 from adaptivestep.prm.model import PRM
 from adaptivestep.prm.train import TrainConfig, train
 

@@ -24,9 +24,9 @@ ray = pytest.importorskip("ray")
 from adaptivestep.backends.base import SamplingConfig  # noqa: E402
 from adaptivestep.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from adaptivestep.checkers import get_checker  # noqa: E402
+from adaptivestep.embedded_models import ModelError, embedded_model_path  # noqa: E402
 from adaptivestep.jsonl import JsonlWriter, read_records  # noqa: E402
 from adaptivestep.label import LabelConfig, label_files  # noqa: E402
-from adaptivestep.models import ModelError, embedded_model_path  # noqa: E402
 from adaptivestep.records import LabeledRecord, Sample  # noqa: E402
 from adaptivestep.sample import sample_problems  # noqa: E402
 from adaptivestep.split import SplitParams, split_samples  # noqa: E402

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from adaptivestep.bench.prm import gsm8k_path, synthetic_records
 from adaptivestep.cli import main
+from adaptivestep.embedded_models import ModelError, embedded_model_path
 from adaptivestep.jsonl import read_records
-from adaptivestep.models import ModelError, embedded_model_path
-from adaptivestep.prm.bench import gsm8k_path, synthetic_records
 from adaptivestep.records import LabeledRecord, StepScores
 
 BACKBONE = "smollm2-135m"

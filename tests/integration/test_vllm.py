@@ -62,7 +62,7 @@ def qwen_dir() -> Path:
     _need_venv()
     pytest.importorskip("transformers")
     from adaptivestep.backends.hf import gguf_to_hf
-    from adaptivestep.models import ModelError, embedded_model_path
+    from adaptivestep.embedded_models import ModelError, embedded_model_path
 
     try:
         gguf = embedded_model_path("qwen2.5-coder-0.5b")
@@ -78,7 +78,7 @@ def probe(qwen_dir: Path) -> dict:
     from adaptivestep.backends.base import GenRequest, SamplingConfig
     from adaptivestep.backends.hf import HFBackend
     from adaptivestep.backends.llamacpp import LlamaCppBackend
-    from adaptivestep.models import embedded_model_path
+    from adaptivestep.embedded_models import embedded_model_path
 
     lc = LlamaCppBackend(embedded_model_path("qwen2.5-coder-0.5b"), n_ctx=1024, n_seq_max=2, n_threads=1)
     prompt = lc.tokenize(lc.chat_prompt("Tom has 3 apples and buys 5 more. How many apples does he have?"))
@@ -159,8 +159,8 @@ def served_prm(tmp_path_factory: pytest.TempPathFactory):
     """A head-mode PRM trained on SmolLM2-135M, exported, served by a vLLM pooling server on 127.0.0.1."""
     _need_venv()
     pytest.importorskip("torch")
-    from adaptivestep.models import ModelError, embedded_model_path
-    from adaptivestep.prm.bench import gsm8k_path, synthetic_records
+    from adaptivestep.bench.prm import gsm8k_path, synthetic_records
+    from adaptivestep.embedded_models import ModelError, embedded_model_path
     from adaptivestep.prm.export import export_prm
     from adaptivestep.prm.train import TrainConfig, train
 

@@ -34,7 +34,7 @@ def load_backend(
     ray: None = in this process; otherwise a Ray cluster address (``host:port``, ``auto``) or ``"local"`` (a Ray
     started here): a pool of ``ray_actors`` actors (default one per CPU) each holding the backend.
     """
-    from ..models import resolve_model
+    from ..embedded_models import resolve_model
 
     path = resolve_model(model)
     if name == "auto":

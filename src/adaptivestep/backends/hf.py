@@ -1,9 +1,9 @@
 """Hugging Face transformers backend: the *reference* implementation of :class:`~.base.Backend`.
 
-This is the only module (with ``adaptivestep.prm``) that imports torch/transformers. It is written to be
-obviously correct, not fast: requests run one after another; the ``n`` continuations of one request share
-one evaluation of the prompt (its KV cache is copied ``n`` ways) and decode together as a batch of at most
-``max_batch`` rows. Use the llama.cpp backend (CPU) or vLLM (GPU) for volume; use this one to check them
+Of the backends, this one and vLLM's import torch / transformers (so do the PRM modules and
+``adaptivestep.devices``). It is written to be obviously correct, not fast: requests run one after another;
+the ``n`` continuations of one request share one evaluation of the prompt (its KV cache is copied ``n``
+ways) and decode together as a batch of at most ``max_batch`` rows. Use the llama.cpp backend (CPU) or vLLM (GPU) for volume; use this one to check them
 and for training-side scoring.
 
 GGUF files (the embedded models) are converted once into an ordinary HF directory under
@@ -42,9 +42,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gguf
 from transformers.utils import logging as hf_logging
 
 from adaptivestep.backends.base import Generation, GenRequest, text_offsets
+from adaptivestep.backends.sampler import draw, log_softmax, top_alternatives
 from adaptivestep.devices import resolve_device, torch_dtype
-from adaptivestep.models import ModelError, cache_dir, resolve_model
-from adaptivestep.sampling import draw, log_softmax, top_alternatives
+from adaptivestep.embedded_models import ModelError, cache_dir, resolve_model
 from adaptivestep.seeds import rng_for
 
 # Token strings llama.cpp also treats as end-of-generation; added to the EOS set when they are special tokens
@@ -104,7 +104,8 @@ def gguf_to_hf(gguf: str | Path, out: str | Path | None = None) -> Path:
     directory. An existing conversion of a file of the same size is reused.
 
     gguf: path of a ``.gguf`` file. out: target directory (default :func:`converted_dir`).
-    Cost (2 busy CPU cores): ~1.5 min and ~1.5x the fp32 model size in RAM for the 0.5B; reuse is free.
+    Cost: one full load and save of the fp32 model (time and peak RAM measured for the 0.5B:
+    ``docs/benchmarks.md``); reuse is free.
     """
     gguf = Path(gguf)
     if not gguf.is_file():
@@ -167,7 +168,7 @@ def load_hf_model(model: str | Path, dtype: str = "float32", device: str = "cpu"
     """Load ``(model, tokenizer)`` in eval mode on ``device``.
 
     model: a local HF model directory, a ``.gguf`` file (converted once with :func:`gguf_to_hf`), or an
-        embedded model name (see ``adaptivestep.models``). dtype: ``float32`` | ``bfloat16`` | ``float16``.
+        embedded model name (see ``adaptivestep.embedded_models``). dtype: ``float32`` | ``bfloat16`` | ``float16``.
     Raises :class:`ModelError` when nothing loadable is there.
 
     >>> model, tok = load_hf_model("smollm2-135m")  # doctest: +SKIP
@@ -367,7 +368,7 @@ class HFBackend:
         logits = self.model(input_ids=self._ids([ids]), use_cache=False, logits_to_keep=t + 1).logits[0, :-1]
         target = self._ids([list(token_ids)])[0]
         out: list[float] = []
-        for a in range(0, t, SCORE_CHUNK):  # (chunk, V) in float64, as sampling.log_softmax does
+        for a in range(0, t, SCORE_CHUNK):  # (chunk, V) in float64, as sampler.log_softmax does
             lp = torch.log_softmax(logits[a : a + SCORE_CHUNK].double(), dim=-1)
             out += lp.gather(1, target[a : a + SCORE_CHUNK, None])[:, 0].cpu().tolist()
         return out

@@ -3,9 +3,10 @@
 The only module that imports ``llama_cpp``. It drives the low-level API directly:
 
 - **Exact log-probs.** Each step reads the last-token logits (``llama_get_logits_ith``), takes
-  :func:`adaptivestep.sampling.log_softmax` (temperature 1) and draws with :func:`adaptivestep.sampling.draw`
-  from continuation ``j``'s own stream :func:`adaptivestep.sampling.rng_for` ``(seed, first_index + j)``. No
-  ``logits_all``, no ``create_completion(logprobs=...)``.
+  :func:`adaptivestep.backends.sampler.log_softmax` (temperature 1) and draws with
+  :func:`adaptivestep.backends.sampler.draw` from continuation ``j``'s own stream
+  :func:`adaptivestep.seeds.rng_for` ``(seed, first_index + j)``. No ``logits_all``, no
+  ``create_completion(logprobs=...)``.
 - **Batched decoding.** Every running continuation (of one or several requests) is one llama.cpp sequence;
   one ``llama_decode`` advances several of them by a token each.
 - **Prefix evaluated once.** The ``n`` continuations of a request evaluate the prompt on one sequence, copy
@@ -19,22 +20,21 @@ Three properties of the llama.cpp build this targets (0.3.36) shape the design; 
 ``tests/integration/test_llamacpp.py``:
 
 1. *Cells must stay in position order.* A token written into a freed cell *below* cells of its own sequence
-   gets wrong attention (logits off by ~1). So each sequence lives in its own KV stream
+   gets wrong attention (its logits are visibly off). So each sequence lives in its own KV stream
    (``kv_unified = False``), where it only ever grows at the end or is cut back from the end: its cells stay
    ``[0, len)`` in order. The price: the cache holds ``n_seq_max x n_ctx`` cells (Qwen2.5-0.5B: 12 KiB per
    cell) and a prefix copy between sequences copies a whole stream (tens of MB, milliseconds).
 2. *Kernels change with the row count.* From 8 rows per ``llama_decode`` (4 with repacked weights) ggml
-   switches matmul kernels whose rounding differs by up to ~0.1 nats. With ``exact=True`` (default) weight
-   repacking is off and every call holds at most ``EXACT_ROWS`` tokens.
+   switches matmul kernels whose rounding differs (by how much: ``docs/benchmarks.md``). With ``exact=True``
+   (default) weight repacking is off and every call holds at most ``EXACT_ROWS`` tokens.
 3. *Attention changes with the batch.* Without flash attention, a chunk of several prompt tokens gets other
-   attention rounding than the same tokens one by one (up to 0.5 nats here). With flash attention on, ggml
+   attention rounding than the same tokens one by one. With flash attention on, ggml
    splits the keys of a *lone* query (one sequence, one token in the call) across threads once the cache
    view reaches 512 cells, so a sequence past 256 tokens got other logits alone than beside other sequences
    (a resumed labelling job drew different rollouts). That split only happens when K and V have the same
    type, so ``exact=True`` turns flash attention on and stores V as bfloat16 (K stays float16; V is then
-   accumulated in float32). Teacher-forced log-probs (680 GSM8K tokens) move by about 0.03 nats on average
-   from stock f16/f16; against a rough yardstick (float32 cache, no flash attention, itself chunk-sensitive)
-   bf16 V is 0.026 off vs 0.024 for stock, at about the same decode speed.
+   accumulated in float32). How far this moves log-probs from the stock f16/f16 cache, and at what decode
+   speed, was measured: see ``docs/benchmarks.md``.
 
 With ``exact=True`` every logit is then computed by the same kernels whatever the batching, chunking, thread
 count or cache history: generated log-probs equal :meth:`score` bit for bit, and a seeded continuation draws
@@ -60,13 +60,14 @@ import llama_cpp as lc
 import numpy as np
 
 from adaptivestep.backends.base import Finished, Generation, GenRequest, SamplingConfig, collect, text_offsets
-from adaptivestep.sampling import draw, log_softmax, top_alternatives
+from adaptivestep.backends.sampler import draw, log_softmax, top_alternatives
 from adaptivestep.seeds import rng_for
 
 GGML_TYPE_BF16 = 30  # ggml.h's enum value; llama_cpp does not export the name
 
 # Exact mode: most tokens per llama_decode call. Up to 7 rows ggml's CPU matmul computes each row with the
-# same one-row kernel (checked bit for bit on this x86 AVX-512 build; see LlamaCppBackend.check_exact).
+# same one-row kernel (checked bit for bit on one x86 AVX-512 build, see docs/benchmarks.md; on another build
+# LlamaCppBackend.check_exact tells whether it still holds).
 EXACT_ROWS = 7
 
 _VERBOSE = False
@@ -143,9 +144,10 @@ class LlamaCppBackend:
     model_path: GGUF file.
     n_ctx: most tokens of one sequence (prompt + generated); continuations reaching it end with "length".
         Rounded up to a multiple of 256. The KV cache holds ``n_seq_max`` such sequences (defaults with
-        Qwen2.5-0.5B: 64k cells = 0.8 GB; process RSS about 1.3 GB).
+        Qwen2.5-0.5B: 64k cells = 0.8 GB; measured process RSS: ``docs/benchmarks.md``).
     n_threads: CPU threads (default ``os.cpu_count()``). On a CPU shared with other busy processes use 1:
-        ggml's threads spin at barriers and two of them can run 100x slower than one when oversubscribed.
+        ggml's threads spin at barriers and two of them can run far slower than one when oversubscribed
+        (measured: ``docs/benchmarks.md``).
     n_batch: most tokens per ``llama_decode`` call when ``exact=False`` (must be >= ``n_seq_max``).
     n_seq_max: most continuations decoded together (and prefixes kept for reuse).
     exact: logits independent of batching, chunking and threads (see the module docstring); False = llama.cpp

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from adaptivestep.backends.base import Generation, GenRequest, SamplingConfig, text_offsets
-from adaptivestep.models import ModelError
+from adaptivestep.embedded_models import ModelError
 
 INSTALL = (
     "pip install 'adaptivestep[vllm]' on a GPU machine, or on a CPU run scripts/vllm-venv.sh and use "
@@ -187,7 +187,7 @@ def _import_vllm() -> Any:
 
 def hf_model_dir(model: str | os.PathLike[str]) -> Path:
     """An HF model directory for vLLM: the directory itself, or the cached conversion of a GGUF file."""
-    from adaptivestep.models import resolve_model
+    from adaptivestep.embedded_models import resolve_model
 
     path = resolve_model(str(model))
     if path.is_dir():
@@ -247,7 +247,7 @@ class VLLMBackend:
             # script) and no second copy of the process on a small CPU; GPU builds keep vLLM's default
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             # vLLM pins its OpenMP threads to cores by default; on a CPU shared with other busy processes a
-            # pinned thread waits for its core (measured: 1 tok/s pinned vs 9 unpinned, SmolLM2-135M)
+            # pinned thread waits for its core (measured: docs/benchmarks.md)
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
             if n_threads:
                 os.environ["OMP_NUM_THREADS"] = str(n_threads)

@@ -103,9 +103,9 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
     from ..backends import load_backend
     from ..backends.base import SamplingConfig
     from ..checkers import get_checker
+    from ..embedded_models import resolve_model
     from ..jsonl import read_records, write_atomic
     from ..label import LabelConfig, label_files
-    from ..models import resolve_model
     from ..records import Sample
     from ..sample import record_problems, sample_problems
     from ..split import SplitParams, split_samples

@@ -25,9 +25,9 @@ def run(quick: bool = False, model: str | None = "smollm2-135m", address: str | 
     from ..backends.llamacpp import LlamaCppBackend
     from ..backends.ray_pool import LOCAL, RayPoolBackend, connect, disconnect
     from ..checkers import get_checker
+    from ..embedded_models import resolve_model
     from ..jsonl import JsonlWriter, read_records
     from ..label import LabelConfig, label_files
-    from ..models import resolve_model
     from ..records import LabeledRecord, Sample
     from ..sample import sample_problems
     from ..split import SplitParams, split_samples

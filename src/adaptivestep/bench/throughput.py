@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptivestep.backends.base import GenRequest, SamplingConfig
-from adaptivestep.models import resolve_model
+from adaptivestep.embedded_models import resolve_model
 
 # a prompt that makes the model write at length, so EOS rarely cuts a timed run short
 PROMPT = "Write a long, detailed story about a robot who learns to paint. Use at least 800 words."

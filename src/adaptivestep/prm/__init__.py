@@ -1,7 +1,8 @@
-"""Process reward model: train it (``train``), score with it (``PRM``), benchmark it (``bench``).
+"""Process reward model: train it (``train``), score with it (``PRM``); its benchmark is
+:mod:`adaptivestep.bench.prm` (``adaptivestep bench prm``).
 
-Importing this package is cheap: torch / transformers load only when ``PRM``, ``TrainConfig`` or ``train``
-is first used.
+Importing this package is cheap: torch / transformers load only when a name from ``prm.model`` (``PRM``,
+...) or ``train_prm`` is first used (``TrainConfig`` and the ``prm.data`` names do not import them).
 
 The training function lives at ``adaptivestep.prm.train.train`` (re-exported here as ``train_prm``, since
 the name ``train`` is the submodule).

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..embedded_models import ModelError
 from ..jsonl import DataError, iter_json
-from ..models import ModelError
 from ..records import LabeledRecord
 
 STEP_TAG = "ки"

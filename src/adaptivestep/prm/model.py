@@ -2,7 +2,8 @@
 
 Step score = sigmoid(head(h_end)), ``h_end`` the final hidden state (after the final norm) at the last token
 of the step, with the input laid out as in :mod:`adaptivestep.prm.data`. Loss: BCE-with-logits against
-float targets (soft labels stay soft). This module is the PRM's one home of torch / transformers / peft.
+float targets (soft labels stay soft). The only module that imports peft; torch / transformers are also
+imported by ``prm.head``, ``prm.train``, ``prm.export``, ``prm.interop`` and ``prm.server`` (its tokenizer).
 
 Saved PRM directory (``PRM.save``)::
 
@@ -100,7 +101,7 @@ def load_backbone(spec: str | Path, *, dtype: str = "float32", device: str = "cp
     ``adaptivestep.backends.hf.load_hf_model`` (converted once into a cached HF directory). Any failure
     raises :class:`BackboneError` naming the backbone.
     """
-    from ..models import ModelError, resolve_model
+    from ..embedded_models import ModelError, resolve_model
 
     if dtype not in DTYPES:
         raise BackboneError(f"backbone {spec!r}: dtype must be one of {list(DTYPES)}, got {dtype!r}")
@@ -303,7 +304,7 @@ class PRM:
             prompt_format = default_prompt_format(tok)
         spec = str(backbone)
         if spec in ("", "default"):  # record the concrete model, not an alias whose meaning may change
-            from ..models import DEFAULT_MODEL
+            from ..embedded_models import DEFAULT_MODEL
 
             spec = DEFAULT_MODEL
         elif Path(spec).expanduser().exists():

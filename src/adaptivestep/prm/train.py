@@ -195,7 +195,7 @@ def cached_features(
     """
     from safetensors.numpy import load_file, save_file
 
-    from ..models import cache_dir as default_cache
+    from ..embedded_models import cache_dir as default_cache
 
     root = Path(cache_dir) if cache_dir else default_cache() / "prm-features"
     c = prm.config
@@ -258,7 +258,7 @@ def _line_of(where: str) -> int:
 
 def backbone_fingerprint(spec: str) -> dict[str, Any]:
     """What identifies a backbone's weights cheaply: resolved path + size + mtime (file) or config (dir)."""
-    from ..models import resolve_model
+    from ..embedded_models import resolve_model
 
     p = resolve_model(spec)
     if p.is_file():

@@ -8,8 +8,8 @@ already finished. The search stops when every kept beam has finished or after ``
 
 Sampling a step cannot be done with ``Backend.generate`` (a stop string cannot express "stop after a
 low-confidence token"), so steps are extended token by token with ``Backend.next_logprobs`` and
-:func:`adaptivestep.sampling.draw`. Child ``c`` draws from its own stream ``rng_for(seed, c)`` (children are
-numbered in creation order), so a search is a pure function of (prompt, config) given deterministic logits.
+:func:`adaptivestep.backends.sampler.draw`. Child ``c`` draws from its own stream ``rng_for(seed, c)``
+(children are numbered in creation order), so a search is a pure function of (prompt, config) given deterministic logits.
 With the llama.cpp backend consecutive calls share the KV cache up to their common prefix, so a child only
 evaluates its own new tokens (and its parent's suffix when switching between parents). This is simple and
 correct on CPU, one token per call; a batched version (all live children in one forward pass) is future work.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends.base import Backend
-from ..sampling import draw
+from ..backends.sampler import draw
 from ..scoring import StepScorer
 from ..seeds import rng_for
 from .aggregate import AGGREGATORS, aggregate

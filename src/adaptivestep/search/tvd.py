@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backends.base import Backend
-from ..sampling import top_alternatives
+from ..backends.sampler import top_alternatives
 from ..scoring import StepScorer
 from .aggregate import AGGREGATORS, aggregate
 from .common import check_scores, steps_of
@@ -154,7 +154,7 @@ def tvd_decode(backend: Backend, scorer: StepScorer, question: str, prompt_ids: 
     for pos in range(config.max_tokens):
         lp = backend.next_logprobs(ids)  # (V,) temperature-1 log-probs; KV cache reuses the prefix
         out.n_forward += 1
-        greedy = int(np.argmax(lp))  # ties: the lowest id, as sampling.draw at temperature 0
+        greedy = int(np.argmax(lp))  # ties: the lowest id, as sampler.draw at temperature 0
         if math.exp(lp[greedy]) >= threshold:
             tok = greedy
         else:

@@ -178,8 +178,8 @@ def measure_one(backbone: str, mode: str, data: str, work: str, quick: bool, sco
     """Train (and for head mode score) once in THIS process; returns the figures."""
     import torch
 
-    from .model import PRM
-    from .train import TrainConfig, peak_rss_mb, train
+    from ..prm.model import PRM
+    from ..prm.train import TrainConfig, peak_rss_mb, train
 
     out = Path(work) / f"{Path(backbone).name}-{mode}"
     cfg = TrainConfig(
@@ -228,7 +228,7 @@ def measure_one(backbone: str, mode: str, data: str, work: str, quick: bool, sco
 
 def _prepare(backbone: str) -> None:
     """Convert a GGUF backbone to its cached HF directory (not timed)."""
-    from ..models import resolve_model
+    from ..embedded_models import resolve_model
 
     p = resolve_model(backbone)
     if p.is_file():
@@ -246,7 +246,7 @@ def _subprocess(args: list[str], timeout: float | None) -> dict[str, Any]:
     # parallel region (measured: 2 threads 14x slower than 1 under load). Passive waiting avoids it.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     proc = subprocess.run(
-        [sys.executable, "-m", "adaptivestep.prm.bench", *args],
+        [sys.executable, "-m", "adaptivestep.bench.prm", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .backends.base import (
+from ..backends.base import (
     Backend,
     Finished,
     Generation,
@@ -28,10 +28,10 @@ from .backends.base import (
     generate_stream,
     lockstep_stream,
 )
-from .jsonl import DataError, JsonlWriter, read_records
-from .labels import early_stop_waves, hard_label, run_first_error_search, soft_label
-from .records import ErrorRecord, LabeledRecord, Problem, Sample, StepRollouts, StepSplit
-from .worklog import Rollout, WorkLog, output_lock, stable_seed, storage_errors
+from ..jsonl import DataError, JsonlWriter, read_records
+from ..records import ErrorRecord, LabeledRecord, Problem, Sample, StepRollouts, StepSplit
+from ..worklog import Rollout, WorkLog, output_lock, stable_seed, storage_errors
+from .rules import early_stop_waves, hard_label, run_first_error_search, soft_label
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ Judge = Callable[[Problem, str], bool]
 
 def judge_by_kind() -> Judge:
     """A judge that checks each problem with its kind's checker (:func:`adaptivestep.checkers.get_checker`)."""
-    from .checkers import get_checker
+    from ..checkers import get_checker
 
     checkers: dict[str, Any] = {}
 
@@ -513,7 +513,7 @@ def _label_files(
         todo = todo[:limit]
     bar = None
     if progress:
-        from .progress import progress_bar
+        from ..progress import progress_bar
 
         bar = progress_bar(total=len(todo), desc="label", unit="sample")
     n_roll = 0
