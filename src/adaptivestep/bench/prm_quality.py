@@ -62,7 +62,7 @@ def replay_first_error(hard: Sequence[float], final_correct: bool, step_tokens: 
     >>> replay_first_error([1, 0, 1], True, [5, 5, 0])  # a correct response: no probe at all
     ([1.0, 1.0, 1.0], 0)
     """
-    from ..labels import first_error_search
+    from ..label.rules import first_error_search
 
     gen = first_error_search(len(hard), 1.0 if final_correct else 0.0)
     spent = 0
