@@ -88,7 +88,7 @@ def test_learning_curve_scores_every_item_out_of_fold_and_learns() -> None:
     curve = learning_curve(items, {"bb": feats}, [6, 24, 10_000], folds=2, seed=0, tokens=spent)
     assert sorted(curve) == [6, 24]  # 10_000 exceeds every fold's training side: dropped, not clamped
     assert len(spent[6]) == 2 and all(t > 0 for t in spent[6]) and np.mean(spent[24]) > np.mean(spent[6])
-    for size, row in curve.items():
+    for row in curve.values():
         assert set(row) == {"prm:bb", "orm:bb"}
         assert all(len(s) == len(i.steps) for s, i in zip(row["prm:bb"], items))  # every item, once
     assert metrics(items, curve[24]["prm:bb"])["step_auc"] > 0.85  # the signal is learnt on held-out questions

@@ -61,3 +61,16 @@ def test_shipped_corpus_shares_no_question_with_evaluation_sets(task: str) -> No
     data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
     test = load_tasks(task, split="test", data_dir=data if data.exists() else None)
     assert not questions & {p.question.strip() for p in test}
+
+
+def test_embedded_prm_names_what_is_shipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from adaptivestep.prm import shipped
+
+    monkeypatch.setattr(shipped, "_root", lambda: tmp_path)  # an install that ships nothing
+    with pytest.raises(ValueError, match="ships no trained PRM for task 'gsm8k'"):
+        shipped.head_dir("embedded")
+    (tmp_path / "gsm8k-easy" / "head").mkdir(parents=True)
+    (tmp_path / "gsm8k-easy" / "labels.jsonl.gz").write_bytes(b"")
+    assert shipped.head_dir("embedded:gsm8k") == tmp_path / "gsm8k-easy" / "head"
+    with pytest.raises(ValueError, match="task 'humaneval'.*shipped: \\['gsm8k'\\]"):
+        shipped.head_dir("embedded:humaneval")

@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("input", help="labelled stepwise JSONL, or samples JSONL together with --splits")
     sc.add_argument("--splits", default=None, help="split JSONL of the samples in INPUT")
     sc.add_argument("--problems", default=None, help="problems JSONL (default: problems.jsonl beside INPUT)")
-    sc.add_argument("--prm", default=None, help="PRM directory (from 'train'; with --prm-server: the exported one)")
+    sc.add_argument("--prm", default=None, help="PRM directory (from 'train'; 'embedded' = the shipped one; with --prm-server: the exported one)")
     sc.add_argument("--prm-server", default=None, metavar="URL",
                     help="score through a vLLM pooling server serving an 'export-prm --format vllm' directory")
     sc.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=fmt)
     pe.add_argument("input", help="labelled stepwise JSONL (gold = first step with hard label 0), or ProcessBench JSONL")
     pe.add_argument("--format", default="labeled", choices=["labeled", "processbench"], help="input format")
-    pe.add_argument("--prm", required=True, help="PRM directory")
+    pe.add_argument("--prm", required=True, help="PRM directory ('embedded' = the shipped one)")
     pe.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
     pe.add_argument("--tune-fraction", type=float, default=0.3, help="share of solutions used to tune the threshold")
     pe.add_argument("--threshold", type=float, default=None, help="fixed threshold instead of tuning one")
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     tv = sub.add_parser("tvd", help="token-level value-guided decoding with a PRM", formatter_class=fmt)
     _task_opts(tv)
     _model_opts(tv)
-    tv.add_argument("--prm", default=None, help="PRM directory (with --prm-server: the exported one)")
+    tv.add_argument("--prm", default=None, help="PRM directory ('embedded' = the shipped one; with --prm-server: the exported one)")
     tv.add_argument("--prm-server", default=None, metavar="URL",
                     help="score through a vLLM pooling server serving an 'export-prm --format vllm' directory")
     tv.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")

@@ -59,3 +59,19 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert fes["responses"] == 4 and fes["label_tokens"] <= res["label_tokens"]  # a replay never costs more
     auc = res["confidence_mean_response_auc_min"]
     assert auc is None or auc != auc or 0.0 <= auc <= 1.0  # nan when the 4 responses share one outcome
+
+
+def test_shipped_prm_loads_and_scores() -> None:
+    from adaptivestep.prm.model import PRM
+    from adaptivestep.prm.shipped import SHIPPED, corpus_dir
+
+    if not any(d is not None and (d / "head").is_dir() for d in map(corpus_dir, SHIPPED)):
+        pytest.skip("this checkout ships no trained PRM yet")
+    try:
+        embedded_model_path("smollm2-135m")
+    except ModelError as e:
+        pytest.skip(str(e))
+    prm = PRM.load("embedded")
+    good = ["Tom has 3 apples and buys 2 more.", " 3 + 2 = 5. The answer is 5."]
+    (scores,) = prm.score_batch([("Tom has 3 apples and buys 2. How many?", good)])
+    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)

@@ -326,10 +326,15 @@ class PRM:
     def load(
         cls, path: str | Path, *, device: str | None = None, dtype: str | None = None, **kwargs: Any
     ) -> PRM:
-        """Load a PRM saved by :meth:`save` (see the module docstring for the layout)."""
+        """Load a PRM saved by :meth:`save` (see the module docstring for the layout); ``embedded`` or
+        ``embedded:<task>`` = the one the package ships (:mod:`adaptivestep.prm.shipped`)."""
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
+        if str(path) == "embedded" or str(path).startswith("embedded:"):  # the PRM the package ships
+            from .shipped import head_dir
+
+            path = head_dir(str(path))
         root = Path(path).expanduser()
         if not (root / PRM_CONFIG).is_file():
             raise BackboneError(f"{root}: not a PRM directory (no {PRM_CONFIG})")

@@ -39,3 +39,16 @@ def resolve_corpus(spec: str | None, task: str) -> Path | None:
     if not p.exists():
         raise ValueError(f"prm.corpus: {p} does not exist (use 'embedded', 'none' or a labelled JSONL file)")
     return p
+
+
+def head_dir(spec: str) -> Path:
+    """The shipped PRM named by ``spec``: ``embedded`` (the default task's, gsm8k) or ``embedded:<task>``.
+
+    Raises ValueError naming what is shipped when there is none for that task.
+    """
+    task = spec.partition(":")[2] or "gsm8k"
+    d = corpus_dir(task)
+    if d is None or not (d / "head").is_dir():
+        have = sorted(t for t in SHIPPED if (c := corpus_dir(t)) is not None and (c / "head").is_dir())
+        raise ValueError(f"--prm {spec}: the package ships no trained PRM for task {task!r} (shipped: {have or 'none'})")
+    return d / "head"
