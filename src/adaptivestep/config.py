@@ -25,7 +25,10 @@ from .tasks import ProblemSet
 @dataclass
 class DataConfig:
     """task: gsm8k | math500 | humaneval | leetcode. data_dir: shared/data-style folder (None = embedded GSM8K
-    subset). train_*: questions the PRM is trained on; eval_*: held-apart questions searched on."""
+    subset). train_*: questions the PRM is trained on; eval_*: held-apart questions searched on.
+    max_solution_lines: both sides keep only questions whose reference solution has at most this many lines
+    (GSM8K; 0 = all): the difficulty the shipped corpus was built at, where the 0.5B policy's answers sit in the
+    useful middle (docs/prm_quality.md)."""
 
     task: str = "gsm8k"
     data_dir: str | None = None
@@ -35,11 +38,13 @@ class DataConfig:
     eval_split: str = "test"
     eval_offset: int = 0
     eval_limit: int = 12
+    max_solution_lines: int = 3
 
     def problem_set(self, part: str) -> ProblemSet:
         """The ``train`` or ``eval`` questions as a :class:`~adaptivestep.tasks.ProblemSet`."""
         return ProblemSet(task=self.task, data_dir=self.data_dir, split=getattr(self, f"{part}_split"),
-                          offset=getattr(self, f"{part}_offset"), limit=getattr(self, f"{part}_limit"))
+                          offset=getattr(self, f"{part}_offset"), limit=getattr(self, f"{part}_limit"),
+                          max_solution_lines=self.max_solution_lines)
 
 
 @dataclass(frozen=True)

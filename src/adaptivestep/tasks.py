@@ -453,6 +453,8 @@ class ProblemSet:
     question_field: generic JSONL: field holding the question.
     answer_field: generic JSONL: field holding the gold answer.
     kind: generic JSONL: task kind (math or code).
+    max_solution_lines: keep only problems whose reference solution has at most this many lines (GSM8K's
+        worked solutions: a difficulty filter on the question, applied before offset / limit); 0 = all.
     """
 
     task: str = "gsm8k"
@@ -463,6 +465,7 @@ class ProblemSet:
     question_field: str = "question"
     answer_field: str = "answer"
     kind: str = "math"
+    max_solution_lines: int = 0
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
@@ -473,8 +476,24 @@ class ProblemSet:
 
 def load_problem_set(ps: ProblemSet) -> list[Problem]:
     """The problems a :class:`ProblemSet` names (every verb and the main job read problems through this)."""
-    return load_tasks(ps.task, split=ps.split, data_dir=ps.data_dir, limit=ps.limit, offset=ps.offset,
-                      question_field=ps.question_field, answer_field=ps.answer_field, kind=ps.kind)
+    if not ps.max_solution_lines:
+        return load_tasks(ps.task, split=ps.split, data_dir=ps.data_dir, limit=ps.limit, offset=ps.offset,
+                          question_field=ps.question_field, answer_field=ps.answer_field, kind=ps.kind)
+    every = load_tasks(ps.task, split=ps.split, data_dir=ps.data_dir, question_field=ps.question_field,
+                       answer_field=ps.answer_field, kind=ps.kind)
+    kept = [p for p in every if solution_lines(p) <= ps.max_solution_lines]
+    return kept[ps.offset: None if ps.limit is None else ps.offset + ps.limit]
+
+
+def solution_lines(problem: Problem) -> int:
+    """Lines of a problem's worked reference solution (``meta["solution"]``, before GSM8K's ``####`` answer
+    line; 0 when there is none): how many steps the data set's own author needed.
+
+    >>> solution_lines(Problem(id="a", question="q", kind="math", meta={"solution": "x = 1\\ny = 2\\n#### 2"}))
+    2
+    """
+    sol = str(problem.meta.get("solution") or "")
+    return len([ln for ln in sol.split("####")[0].strip().splitlines() if ln.strip()])
 
 
 def _data_file(data_dir: Path, src: TaskSource, split: str) -> Path:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ..tasks import solution_lines
+
 
 @dataclass
 class CorpusSpec:
@@ -66,12 +68,6 @@ class CorpusSpec:
     label: bool = True
     seed: int = 0
     threads: int | None = None
-
-
-def solution_lines(problem: Any) -> int:
-    """Lines of a GSM8K reference solution before its ``####`` answer line (0 when there is none)."""
-    sol = str(problem.meta.get("solution") or "")
-    return len([ln for ln in sol.split("####")[0].strip().splitlines() if ln.strip()])
 
 
 def select_questions(problems: Sequence[Any], count: int, seed: int, max_solution_lines: int = 0) -> list[Any]:
