@@ -231,6 +231,40 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float) -> dict[str, Any]:
     return card
 
 
+def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", quality: Path | None = None) -> dict[str, Any]:
+    """Turn the built corpus of ``spec`` into a shipped PRM folder ``dest`` (``adaptivestep/data/prm/<name>``):
+    ``labels.jsonl.gz`` (the confidence split's labels, byte-reproducible gzip), ``head/`` (a head-mode PRM on
+    ``backbone`` trained on every label, none held out: its quality is measured by ``bench prm-quality``'s
+    question-grouped folds, whose summary ``quality`` is copied into the card) and ``card.json``."""
+    import gzip
+
+    from ..prm.config import TrainConfig
+    from ..prm.train import train
+
+    out = Path(spec.out_dir)
+    tau = float(json.loads((out / "tau.json").read_text())["tau"])
+    dest.mkdir(parents=True, exist_ok=True)
+    labels = dest / "labels.jsonl.gz"
+    raw = (out / "labels-confidence.jsonl").read_bytes()
+    with open(labels, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw)
+    t0 = time.perf_counter()
+    metrics = train(TrainConfig(mode="head", eval_fraction=0.0, seed=spec.seed, output_dir=str(dest / "head")),
+                    labels, backbone)
+    card = corpus_card(spec, out, tau)
+    old = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
+    card["builds"] = old.get("builds", [])
+    card["build_wall_s"] = old.get("build_wall_s")
+    card["head"] = {"backbone": backbone, "mode": "head", "l2": metrics.get("head_l2"),
+                    "train_steps": metrics.get("n_train_steps"), "train_auc": metrics.get("train_auc"),
+                    "train_wall_s": time.perf_counter() - t0,
+                    "command": f"{command_line(spec)} --ship {dest} --ship-backbone {backbone}"}
+    if quality is not None:
+        card["quality"] = json.loads(quality.read_text())
+    (dest / "card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
+    return card
+
+
 def command_line(spec: CorpusSpec) -> str:
     """The command that builds (or resumes) this corpus: every setting that differs from the default.
 
@@ -259,6 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2 questions x 2 responses of <= 160 tokens, M = 2 rollouts of <= 48 tokens")
     p.add_argument("--card-only", action="store_true", help="print the card of what is on disk, build nothing")
+    p.add_argument("--ship", default=None, metavar="DIR",
+                   help="after building, write the shipped PRM folder DIR (labels.jsonl.gz, head/, card.json)")
+    p.add_argument("--ship-backbone", default="smollm2-135m", help="backbone of the shipped head")
+    p.add_argument("--ship-quality", default=None, metavar="JSON",
+                   help="a `bench prm-quality --out` file: its figures are copied into the shipped card")
     a = p.parse_args(argv)
     kw = {k: getattr(a, k) for k in asdict(d)}
     if a.quick:
@@ -270,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         card = corpus_card(spec, Path(spec.out_dir), tau)
     else:
         card = build(spec)
+    if a.ship:
+        card = ship(spec, Path(a.ship), backbone=a.ship_backbone,
+                    quality=Path(a.ship_quality) if a.ship_quality else None)
     for k, v in card.items():
         if k != "spec":
             print(f"{k}: {v}")
