@@ -57,6 +57,20 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
                  "--unregularised"]) == 0
     fes = _last_json(capsys.readouterr().out)
     assert fes["responses"] == 4 and fes["label_tokens"] <= res["label_tokens"]  # a replay never costs more
+    # --ship: the folder the package ships, from the same corpus (resumed: nothing rebuilt)
+    ship, quality = tmp_path / "ship", tmp_path / "quality.json"
+    assert main(["bench", "prm-quality", "--quick", "--corpus", str(out), "--out", str(quality)]) == 0
+    capsys.readouterr()
+    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2",
+                 "--ship", str(ship), "--ship-quality", str(quality)]) == 0
+    shipped = json.loads((ship / "card.json").read_text())
+    assert shipped["head"]["train_steps"] == sum(len(r.labels) for r in recs) and "--ship" in shipped["head"]["command"]
+    assert shipped["quality"]["responses"] == 4
+    assert [r.labels for r in read_records(ship / "labels.jsonl.gz", LabeledRecord)] == [r.labels for r in recs]
+    from adaptivestep.prm.model import PRM
+
+    scores = PRM.load(ship / "head").score(recs[0].prompt, recs[0].completions)
+    assert len(scores) == len(recs[0].completions) and all(0.0 < x < 1.0 for x in scores)
     auc = res["confidence_mean_response_auc_min"]
     assert auc is None or auc != auc or 0.0 <= auc <= 1.0  # nan when the 4 responses share one outcome
 
