@@ -56,3 +56,11 @@ def test_bad_stage_value_names_the_section(tmp_path):
     p.write_text("label:\n  rollouts: 0\n")
     with pytest.raises(ValueError, match="rollouts"):
         load_config(p)
+
+
+def test_shipped_code_config_loads_by_name():
+    cfg = load_config("code")
+    assert cfg.data.task == "leetcode" and cfg.prm.corpus == "none" and cfg.data.max_solution_lines == 0
+    assert cfg.run_dir == "runs/code" and cfg.label == RunConfig().label  # the rest: the defaults
+    with pytest.raises(ValueError, match="shipped configs: code"):
+        load_config("no-such-config")

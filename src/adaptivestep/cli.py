@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("run", help="the main job: the whole pipeline on the embedded default, with a results table",
                         formatter_class=fmt)
-    rn.add_argument("--config", default=None, help="YAML config (see config.yaml; default: built-in defaults)")
+    rn.add_argument("--config", default=None, help="YAML config (see config.yaml; default: built-in defaults); or the name of a shipped config (code)")
     rn.add_argument("--quick", action="store_true", help="a small size for a first look (a few minutes)")
     rn.add_argument("--run-dir", default=None, help="override run_dir")
     rn.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",

@@ -161,6 +161,13 @@ def _build(base: Any, d: dict[str, Any], where: str, fixed: Mapping[str, Any] | 
         raise ValueError(f"{where}: {e}") from None
 
 
+def shipped_config(name: str) -> Path:
+    """The path of the config named ``name`` that the package ships (``adaptivestep/configs/<name>.yaml``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("adaptivestep") / "configs" / f"{name}.yaml"))
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML file, then ``overrides`` ({"eval.n": 4, ...})."""
     import yaml
@@ -168,8 +175,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if not p.exists() and not p.suffix and shipped_config(str(path)).exists():
+            p = shipped_config(str(path))  # a config the package ships, by name (e.g. "code")
         if not p.exists():
-            raise ValueError(f"--config: {p} does not exist")
+            names = sorted(f.stem for f in shipped_config("x").parent.glob("*.yaml"))
+            raise ValueError(f"--config: {p} does not exist (shipped configs: {', '.join(names) or 'none'})")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
