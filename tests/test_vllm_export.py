@@ -269,3 +269,56 @@ def test_cli_export_prm_writes_the_same_directory(prm_and_export, tmp_path: Path
     cfg = json.loads((cli_out / "config.json").read_text())
     assert cfg == json.loads((out / "config.json").read_text())
     assert all(a.endswith("ForTokenClassification") for a in cfg["architectures"])
+
+
+def _serve(out: Path) -> ThreadingHTTPServer:
+    handler = type("H", (_FakePooling,), {"model_dir": out, "scores": staticmethod(_hf_token_scores)})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_cli_bon_through_prm_server_chooses_what_local_scores_choose(prm_and_export, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`bon --prm-server URL --splits S` = `score --prm DIR` then `bon SCORES`: same choice for every rule."""
+    from adaptivestep.cli import main
+    from adaptivestep.jsonl import JsonlWriter, read_records
+    from adaptivestep.records import BonChoice, Problem, Sample
+    from adaptivestep.split import SplitParams, split_samples
+
+    _, out = prm_and_export
+    problems = [Problem(id=f"p{i}", question=f"add {i} and {i}", kind="math", answer=str(2 * i)) for i in range(3)]
+    samples = []
+    rng = np.random.default_rng(5)
+    for p in problems:
+        for j in range(3):
+            words = [" we", " add", " two", " then", " so", " total", " is", f" {int(rng.integers(0, 7))}."]
+            text = "".join(words)
+            ends = list(np.cumsum([len(w) for w in words]))
+            samples.append(Sample(problem_id=p.id, sample_index=j, prompt=p.question, prompt_ids=[1],
+                                  token_ids=list(range(2, 2 + len(words))), logprobs=[-0.5] * len(words),
+                                  token_end_chars=[int(e) for e in ends], text=text, finish_reason="stop",
+                                  model="tiny", backend="test", sampling={}, seed=0))
+    files = {name: tmp_path / f"{name}.jsonl" for name in ("problems", "samples", "splits", "scores", "a", "b")}
+    for name, recs in (("problems", problems), ("samples", samples),
+                       ("splits", split_samples(samples, "fixed", SplitParams(k=3)))):
+        with JsonlWriter(files[name], fsync=False) as w:
+            w.write_all(recs)
+    rules = ["prm-min", "prm-last", "majority"]
+    srv = _serve(out)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        assert main(["bon", str(files["samples"]), "--prm-server", url, "--prm", str(out), "--splits",
+                     str(files["splits"]), "--problems", str(files["problems"]), "--rules", *rules,
+                     "--out", str(files["a"])]) == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert main(["score", str(files["samples"]), "--splits", str(files["splits"]), "--prm", str(out.parent / "prm"),
+                 "--problems", str(files["problems"]), "--out", str(files["scores"])]) == 0
+    assert main(["bon", str(files["samples"]), str(files["scores"]), "--problems", str(files["problems"]),
+                 "--rules", *rules, "--out", str(files["b"])]) == 0
+    capsys.readouterr()
+    a = [(c.problem_id, c.rule, c.chosen) for c in read_records(files["a"], BonChoice)]
+    b = [(c.problem_id, c.rule, c.chosen) for c in read_records(files["b"], BonChoice)]
+    assert a == b and len(a) == len(problems) * len(rules)
