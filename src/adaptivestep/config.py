@@ -34,10 +34,10 @@ class DataConfig:
     data_dir: str | None = None
     train_split: str = "train"
     train_offset: int = 0
-    train_limit: int = 5
+    train_limit: int = 4
     eval_split: str = "test"
     eval_offset: int = 0
-    eval_limit: int = 12
+    eval_limit: int = 20
     max_solution_lines: int = 3
 
     def problem_set(self, part: str) -> ProblemSet:
@@ -93,7 +93,7 @@ class EvalStage:
     rules: list[str] = field(default_factory=lambda: list(DEFAULT_RULES))
     tvd_threshold: float | None = None
     tvd_k: int = 8
-    tvd_limit: int | None = 2
+    tvd_limit: int | None = 3
     resamples: int = DEFAULT_RESAMPLES
 
 
