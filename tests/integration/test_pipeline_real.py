@@ -107,6 +107,14 @@ def test_main_job_quick(tmp_path: Path) -> None:
     assert all(res["curves"][r][-1]["mean"] <= oracle + 1e-9 for r in res["curves"])  # nothing beats pass@N
     assert (rd / "results.md").read_text().startswith("| method |")
     assert "| greedy |" in r.stdout
+    # the claim is a paired difference on the same questions, with its interval
+    paired = res["prm_minus_majority"]["prm-min"]
+    assert paired["questions"] == res["n_questions"] and paired["lo"] <= paired["diff"] <= paired["hi"]
+    assert "| prm-min - majority @ N=4 |" in r.stdout and "TVD - greedy" in r.stdout
+    from adaptivestep.prm.shipped import corpus_dir
+
+    if corpus_dir("gsm8k") is not None:  # the PRM trains on the shipped corpus beside the run's own labels
+        assert res["prm"]["n_extra_records"] > 0
     # the same command again resumes: nothing regenerated, the same results
     again = _cli("run", "--quick", "--run-dir", str(rd), env=dict(os.environ), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
