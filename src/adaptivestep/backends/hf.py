@@ -27,10 +27,9 @@ import functools
 import inspect
 import json
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gguf
 from transformers.utils import logging as hf_logging
 
 from adaptivestep.backends.base import Generation, GenRequest, text_offsets
+from adaptivestep.backends.hf_text import TokenBytes, TokenizerText, collect_eos_ids
 from adaptivestep.backends.sampler import draw, log_softmax, top_alternatives
 from adaptivestep.devices import resolve_device, torch_dtype
 from adaptivestep.embedded_models import ModelError, cache_dir, resolve_model
 from adaptivestep.seeds import rng_for
 
-# Token strings llama.cpp also treats as end-of-generation; added to the EOS set when they are special tokens
-# of the vocabulary, so both backends stop on the same tokens.
-EOG_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<EOT>")
 SCORE_CHUNK = 256  # rows of (positions, vocab) log-softmax computed at once in score(): bounds memory
 _SOURCE_FILE = "adaptivestep_source.json"  # written into a converted directory: which GGUF it came from
 
@@ -184,87 +181,10 @@ def load_hf_model(model: str | Path, dtype: str = "float32", device: str = "cpu"
     return net.to(device).eval(), tok  # type: ignore[arg-type]  # transformers types .to() oddly
 
 
-# ------------------------------------------------------------------------------------------ token bytes
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table used by byte-level BPE vocabularies."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
-
-
-_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
-_HEX_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-
-
-def _component_types(node: Any) -> set[str]:
-    """All ``type`` names in a tokenizers JSON component (Sequence components nest)."""
-    if isinstance(node, dict):
-        out = {node["type"]} if isinstance(node.get("type"), str) else set()
-        for v in node.values():
-            out |= _component_types(v)
-        return out
-    if isinstance(node, list):
-        return set().union(*(_component_types(v) for v in node)) if node else set()
-    return set()
-
-
-class TokenBytes:
-    """Exact bytes of each token id of a HF tokenizer (lazily cached per id)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tok = tokenizer
-        self.added = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        decoder = json.loads(backend.to_str()).get("decoder") if backend is not None else None
-        self.byte_level = "ByteLevel" in _component_types(decoder)
-        self.cache: dict[int, bytes] = {}
-
-    def __call__(self, token_id: int) -> bytes:
-        b = self.cache.get(token_id)
-        if b is None:
-            b = self.cache[token_id] = self._compute(token_id)
-        return b
-
-    def _compute(self, token_id: int) -> bytes:
-        if token_id in self.added:
-            return self.added[token_id].encode("utf-8")
-        piece = self.tok.convert_ids_to_tokens(token_id)
-        if piece is None:  # id beyond the tokenizer (padded embedding rows): renders as nothing
-            return b""
-        if self.byte_level:
-            try:
-                return bytes(_BYTE_DECODER[c] for c in piece)
-            except KeyError:  # a non-byte-level piece in a byte-level vocab: take it literally
-                return piece.encode("utf-8")
-        m = _HEX_BYTE.match(piece)
-        if m:  # SentencePiece byte fallback
-            return bytes([int(m.group(1), 16)])
-        if "▁" in piece:
-            return piece.replace("▁", " ").encode("utf-8")
-        return self.tok.decode(
-            [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False
-        ).encode()
-
-    def join(self, ids: Sequence[int], skip: Callable[[int], bool] | None = None) -> bytes:
-        return b"".join(b"" if skip is not None and skip(t) else self(int(t)) for t in ids)
-
-
 # ------------------------------------------------------------------------------------------- the backend
 
 
-class HFBackend:
+class HFBackend(TokenizerText):
     """:class:`~.base.Backend` on a transformers causal LM (the reference backend; see the module doc).
 
     model: HF directory, ``.gguf`` file or embedded name (as :func:`load_hf_model`). dtype: weights dtype.
@@ -315,34 +235,7 @@ class HFBackend:
         self.eos_ids = self._eos_ids()
 
     def _eos_ids(self) -> frozenset[int]:
-        ids: set[int] = set()
-        for src in (getattr(self.model, "generation_config", None), self.model.config, self.tok):
-            e = getattr(src, "eos_token_id", None)
-            if e is not None:
-                ids.update([e] if isinstance(e, int) else e)
-        for i, t in self.tok.added_tokens_decoder.items():
-            if t.special and t.content in EOG_TOKENS:
-                ids.add(i)
-        return frozenset(ids)
-
-    # -- text ----------------------------------------------------------------------------------------
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self.token_bytes.join(ids).decode("utf-8", errors="replace")
-
-    def chat_prompt(self, user: str, system: str | None = None) -> str:
-        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
-            {"role": "user", "content": user}
-        ]
-        if not getattr(self.tok, "chat_template", None):
-            raise ModelError(f"model {self.model_id}: the tokenizer has no chat template")
-        return str(self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
-
-    def is_eos(self, token_id: int) -> bool:
-        return int(token_id) in self.eos_ids
+        return collect_eos_ids((getattr(self.model, "generation_config", None), self.model.config), self.tok)
 
     # -- model calls ---------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from adaptivestep.backends.base import Generation, GenRequest, SamplingConfig, text_offsets
+from adaptivestep.backends.hf_text import TokenBytes, TokenizerText, collect_eos_ids
 from adaptivestep.embedded_models import ModelError
 
 INSTALL = (
@@ -197,7 +198,7 @@ def hf_model_dir(model: str | os.PathLike[str]) -> Path:
     return gguf_to_hf(path)
 
 
-class VLLMBackend:
+class VLLMBackend(TokenizerText):
     """A model on ``vllm.LLM`` implementing :class:`adaptivestep.backends.base.Backend` (see the module doc).
 
     model: HF directory, ``.gguf`` file (converted once) or embedded name.
@@ -283,51 +284,20 @@ class VLLMBackend:
             ) from e
         self._vllm = vllm
         self._tokens_prompt = vllm.inputs.TokensPrompt
-        from adaptivestep.backends.hf import EOG_TOKENS, TokenBytes
-
         self.tok = self.llm.get_tokenizer()
         self.token_bytes = TokenBytes(self.tok)
         hf_config = self.llm.llm_engine.model_config.hf_config
         self.vocab_size = int(hf_config.vocab_size)
-        self.eos_ids = self._eos_ids(hf_config, EOG_TOKENS)
+        self.eos_ids = self._eos_ids(hf_config)
 
-    def _eos_ids(self, hf_config: Any, eog_tokens: Sequence[str]) -> frozenset[int]:
-        """The model's EOS ids (generation config, model config, tokenizer) plus the special end-of-turn
-        tokens llama.cpp and the HF backend also stop on, so all backends end a response at the same token."""
-        ids: set[int] = set()
+    def _eos_ids(self, hf_config: Any) -> frozenset[int]:
         try:
             from transformers import GenerationConfig
 
             gen = GenerationConfig.from_pretrained(str(self.hf_dir))
         except Exception:  # noqa: BLE001  (no generation_config.json: the other sources still apply)
             gen = None
-        for src in (gen, hf_config, self.tok):
-            e = getattr(src, "eos_token_id", None)
-            if e is not None:
-                ids.update([e] if isinstance(e, int) else e)
-        for i, t in getattr(self.tok, "added_tokens_decoder", {}).items():
-            if getattr(t, "special", False) and t.content in eog_tokens:
-                ids.add(int(i))
-        return frozenset(ids)
-
-    # -- text ----------------------------------------------------------------------------------------
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self.token_bytes.join(ids).decode("utf-8", errors="replace")
-
-    def chat_prompt(self, user: str, system: str | None = None) -> str:
-        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
-            {"role": "user", "content": user}
-        ]
-        if not getattr(self.tok, "chat_template", None):
-            raise ModelError(f"model {self.model_id}: the tokenizer has no chat template")
-        return str(self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
-
-    def is_eos(self, token_id: int) -> bool:
-        return int(token_id) in self.eos_ids
+        return collect_eos_ids((gen, hf_config), self.tok)
 
     # -- model calls ---------------------------------------------------------------------------------
 
