@@ -59,26 +59,10 @@ def label_code(d: Path, out: Path, delay_s: float = 0.0) -> None:
 
 def make_backbone(d: Path) -> Path:
     """The tiny random Qwen2 backbone of tests/test_prm.py, saved in ``d``."""
-    import torch
     from test_prm import CHAT, _corpus
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from tiny_models import save_tiny_qwen2
 
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(_corpus(), trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<eos>", "<|user|>", "<|assistant|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = CHAT
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True)
-    Qwen2ForCausalLM(cfg).save_pretrained(d)
-    return d
+    return save_tiny_qwen2(d, _corpus(), chat=CHAT)
 
 
 def train_prm(backbone: Path, data: Path, out: Path) -> None:

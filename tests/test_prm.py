@@ -14,6 +14,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
+from tiny_models import CHAT, save_tiny_qwen2
+
 from adaptivestep.jsonl import DataError
 from adaptivestep.prm.data import (
     StepExample,
@@ -51,10 +53,6 @@ WORDS = [
     "step",
     "total",
 ]
-CHAT = (
-    "{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 
 
 def _corpus() -> list[str]:
@@ -65,37 +63,7 @@ def _corpus() -> list[str]:
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2 causal LM + byte-level BPE tokenizer with a chat template, saved as an HF dir."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny-qwen2")
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(
-        _corpus(),
-        trainers.BpeTrainer(
-            vocab_size=400,
-            special_tokens=["<pad>", "<eos>", "<|user|>", "<|assistant|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = CHAT
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-    Qwen2ForCausalLM(cfg).save_pretrained(d)
-    return d
+    return save_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), _corpus(), chat=CHAT)
 
 
 @pytest.fixture(scope="module")

@@ -79,8 +79,7 @@ def test_vllm_backend_without_vllm_names_the_fix(tmp_path: Path) -> None:
 def prm_and_export(tmp_path_factory: pytest.TempPathFactory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from tiny_models import save_tiny_qwen2
 
     from adaptivestep.prm.export import export_prm
     from adaptivestep.prm.model import PRM
@@ -89,35 +88,7 @@ def prm_and_export(tmp_path_factory: pytest.TempPathFactory):
     words = "the answer is so we add and then two three good bad step total plus question".split()
     rng = np.random.default_rng(0)
     corpus = [" ".join(rng.choice(words, 10)) + f" {i} + {i} = {2 * i}." for i in range(100)]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["<pad>", "<eos>", "<|user|>", "<|assistant|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = (
-        "{% for m in messages %}<|user|>{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    tok.save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    Qwen2ForCausalLM(cfg).save_pretrained(d)
+    save_tiny_qwen2(d, corpus, vocab_size=300, max_positions=256)
     prm = PRM.from_backbone(d, device="cpu", max_length=16)  # short: the long item is split into windows
     with torch.no_grad():  # a head far from the initial ~0.5 scores, so a wrong position would show
         prm.network.head.weight.normal_(0.0, 0.5)
