@@ -133,8 +133,10 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
                             render=lambda p: render_prompt(p, backend), progress=progress)
         figs["sample_new_tokens"] = s.tokens
         figs["sample_new_wall_s"] = s.wall_s
-        if not spec.label:
-            return {"spec": asdict(spec), "questions": len(problems), "this_run": figs}
+        if not spec.label:  # a candidate pool: its card has the pass rate and truncation, no labels
+            card = {**corpus_card(spec, out, None), "this_run": figs}
+            (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+            return card
         rank = {p.id: k for k, p in enumerate(problems)}  # question order, so a prefix of questions is a prefix
         samples = sorted((x for x in read_records(samples_path, Sample, tolerate_torn_tail=True) if x.problem_id in by_id),
                          key=lambda x: (rank[x.problem_id], x.sample_index))
@@ -186,7 +188,7 @@ def _newline_limit(spec: CorpusSpec, problems: Sequence[Any], splits: Sequence[A
     return max(0, want - done)
 
 
-def corpus_card(spec: CorpusSpec, out: Path, tau: float) -> dict[str, Any]:
+def corpus_card(spec: CorpusSpec, out: Path, tau: float | None) -> dict[str, Any]:
     """Figures of the corpus as it is on disk: questions, responses, pass rate, steps, labels, cost."""
     from ..checkers import get_checker
     from ..jsonl import read_records
@@ -305,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   max_tokens=160, rollouts=2, rollout_tokens=48)
     spec = CorpusSpec(**kw)
     if a.card_only:
-        tau = float(json.loads((Path(spec.out_dir) / "tau.json").read_text())["tau"])
+        tau_file = Path(spec.out_dir) / "tau.json"
+        tau = float(json.loads(tau_file.read_text())["tau"]) if tau_file.exists() else None
         card = corpus_card(spec, Path(spec.out_dir), tau)
     else:
         card = build(spec)
