@@ -22,6 +22,7 @@ end-of-sequence token contributes no characters (the token, its log-prob and its
 from __future__ import annotations
 
 import codecs
+import contextlib
 import copy
 import functools
 import inspect
@@ -29,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,24 @@ def _is_current(out: Path, gguf: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _quiet_gguf_reader() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar per tensor (not behind ``disable_progress_bar``): the
+    user sees our progress, not 291 lines of it in a log."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda it, *a, **k: it  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar  # type: ignore[attr-defined]
+
+
 def gguf_to_hf(gguf: str | Path, out: str | Path | None = None) -> Path:
     """Convert a GGUF file once into a Hugging Face model directory and return that directory.
 
@@ -115,10 +134,11 @@ def gguf_to_hf(gguf: str | Path, out: str | Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     kw: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
-        src = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kw
-        )
+        with _quiet_gguf_reader():
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
+            src = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kw
+            )
     except Exception as e:  # transformers raises many types (ValueError, KeyError, OSError, RuntimeError)
         raise ModelError(f"cannot load GGUF file {gguf} with transformers: {type(e).__name__}: {e}") from e
     config = copy.deepcopy(src.config)
