@@ -254,7 +254,7 @@ def test_head_training_fits_separable_set_and_round_trips(backbone: Path, tmp_pa
         max_length=256,
     )
     m = train(cfg, data, backbone)
-    assert m["history"] and all(np.isfinite(h["cv_bce"]) for h in m["history"])
+    assert m["history"] and all(np.isfinite(h["cv_auc"]) for h in m["history"])
     assert m["head_l2"] in [h["l2"] for h in m["history"]]
     assert m["n_eval_records"] > 0 and m["eval_auc"] > 0.9, m
     for f in ("prm_config.json", "head.safetensors", "README.md", "tokenizer.json", "train_metrics.json"):

@@ -8,7 +8,8 @@ unregularised head memorises (train BCE -> 0, held-out AUC at chance). Here the 
 
 solved to convergence with L-BFGS (convex, so deterministic up to float rounding), and ``l2`` is picked from
 a log grid by K-fold cross-validation over *groups* (a question's steps never sit on both sides of a fold),
-scoring held-out BCE. Soft labels enter the BCE directly (no rounding, no duplication trick needed).
+scoring held-out step AUC (:func:`choose_strength` says why not BCE). Soft labels enter the BCE directly (no
+rounding, no duplication trick needed).
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-L2_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
-"""Candidate strengths (on standardised features, per-example mean loss). Noisy Monte-Carlo labels on a few
-hundred steps with 576..896 features want strong ones: the grid reaches 30."""
+from .data import roc_auc
+
+L2_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+"""Candidate strengths (on standardised features, per-example mean loss)."""
 
 
 @dataclass
 class HeadFit:
     """A fitted head on raw features: ``logit = x @ w + b``.
 
-    l2: the strength used. cv: mean held-out BCE per candidate strength (empty when not cross-validated).
+    l2: the strength used. cv: pooled held-out step AUC per candidate strength (empty when not cross-validated).
     train_loss: the objective's BCE part on the training data at the solution.
     """
 
@@ -61,6 +63,63 @@ def _solve(z: torch.Tensor, y: torch.Tensor, l2: float, init: tuple[torch.Tensor
 
     opt.step(closure)
     return w.detach(), b.detach()
+
+
+AUC_TIE = 0.002
+"""Strengths whose cross-validated AUC is within this of the best count as tied; the strongest of them wins."""
+
+
+def choose_strength(cv: dict[float, float], y: np.ndarray) -> float:
+    """The L2 strength to use, from each strength's pooled out-of-fold step AUC ``cv``.
+
+    The PRM ranks (steps for the first error, responses for Best-of-N), so strengths are judged by held-out
+    AUC: held-out BCE, the obvious alternative, rewards predicting the base rate and picked penalties that
+    ranked far worse on the shipped corpus (``docs/prm_quality.md``). Ties (within :data:`AUC_TIE`) go to the
+    stronger penalty. When even the best AUC is not two standard errors above chance (Hanley-McNeil), the data
+    carry no signal the head can use, and the strongest penalty keeps it at the base rate.
+
+    >>> y = np.array([0.0, 1.0] * 50)
+    >>> choose_strength({0.01: 0.80, 0.1: 0.799, 1.0: 0.70}, y)
+    0.1
+    >>> choose_strength({0.01: 0.53, 1.0: 0.50}, y)  # not better than chance on 100 steps
+    1.0
+    """
+    valid = {lam: v for lam, v in cv.items() if v == v}
+    if not valid:
+        return float(max(cv))
+    best = max(valid.values())
+    pos = int((y >= 0.5).sum())
+    neg = len(y) - pos
+    q1, q2 = best / (2 - best), 2 * best * best / (1 + best)
+    se = float(np.sqrt((best * (1 - best) + (pos - 1) * (q1 - best**2) + (neg - 1) * (q2 - best**2))
+                       / max(1, pos * neg)))
+    if best - 0.5 < 2 * se:
+        return float(max(cv))
+    return float(max(lam for lam, v in valid.items() if v >= best - AUC_TIE))
+
+
+def platt(logit: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
+    """``(a, c)`` of the 1-D logistic fit ``y ~ sigmoid(a * logit + c)`` (Newton, soft targets, a tiny ridge):
+    applied to out-of-fold logits it recalibrates a head whose penalty was chosen for ranking (a strong L2
+    shrinks every logit towards the base rate without changing their order).
+
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=2000)
+    >>> a, c = platt(0.25 * z, (rng.random(2000) < 1 / (1 + np.exp(-(2 * z - 1)))).astype(float))
+    >>> round(a, 0), round(c, 0)  # recovers the true slope 2 / 0.25 and intercept -1
+    (8.0, -1.0)
+    """
+    x = np.stack([np.asarray(logit, np.float64), np.ones(len(logit))], axis=1)
+    theta = np.array([1.0, 0.0])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50, 50)))
+        g = x.T @ (p - y) / len(y) + 1e-6 * theta
+        h = (x * (p * (1 - p))[:, None]).T @ x / len(y) + 1e-6 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        theta = theta - step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
 
 
 def _bce(logit: torch.Tensor, y: torch.Tensor) -> float:
@@ -98,8 +157,9 @@ def fit_head(
     """Fit the head on features ``x`` (N, H) and float targets ``y`` (N,) in [0, 1].
 
     ``l2`` None: choose it from ``grid`` by ``folds``-fold cross-validation over ``groups`` (one id per row,
-    e.g. the problem id; None = every row its own group), scoring mean held-out BCE; ties go to the stronger
-    strength. Fewer than 2 groups or one label value in the data: the largest strength of the grid.
+    e.g. the problem id; None = every row its own group), scoring the pooled held-out step AUC
+    (:func:`choose_strength`). Fewer than 2 groups or one label value in the data: the largest strength of the
+    grid. ``cv`` of the result: held-out AUC per strength.
     The standardisation (per-feature mean / std of ``x``) is folded into the returned ``w, b``.
     """
     threads = torch.get_num_threads()
@@ -125,6 +185,8 @@ def _fit_head(x: np.ndarray, y: np.ndarray, groups: Sequence[str] | None, l2: fl
     Y = torch.from_numpy(y)
     groups = list(groups) if groups is not None else [str(i) for i in range(len(x))]
     cv: dict[float, float] = {}
+    oof: dict[float, np.ndarray] = {}
+    scale = (1.0, 0.0)
     if l2 is None:
         n_groups = len(set(groups))
         if n_groups < 2 or float(y.min()) == float(y.max()):
@@ -133,17 +195,18 @@ def _fit_head(x: np.ndarray, y: np.ndarray, groups: Sequence[str] | None, l2: fl
             parts = [h for h in group_folds(groups, min(folds, n_groups), seed) if 0 < len(h) < len(x)]
             warm: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(parts)
             for lam in sorted(grid, reverse=True):
-                losses, weights = [], []
+                held_logit = np.zeros(len(x))
                 for f, held in enumerate(parts):
                     mask = np.ones(len(x), bool)
                     mask[held] = False
                     w, b = warm[f] = _solve(Z[mask], Y[mask], lam, warm[f])
-                    losses.append(_bce(Z[held] @ w + b, Y[held]))
-                    weights.append(len(held))
-                cv[float(lam)] = float(np.average(losses, weights=weights))
-            best = min(cv.values())
-            l2 = max(lam for lam, v in cv.items() if v <= best + 1e-9)
+                    held_logit[held] = (Z[held] @ w + b).numpy()
+                cv[float(lam)] = roc_auc(held_logit, y)
+                oof[float(lam)] = held_logit
+            l2 = choose_strength(cv, y)
+            scale = platt(oof[l2], y)
     w, b = _solve(Z, Y, float(l2))
+    w, b = w * scale[0], b * scale[0] + scale[1]  # calibrated: the penalty was chosen for ranking
     train_loss = _bce(Z @ w + b, Y)
     w_raw = (w.numpy() / sd).astype(np.float32)
     b_raw = float(b.numpy()[0] - (w.numpy() * mu / sd).sum())

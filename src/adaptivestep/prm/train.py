@@ -155,7 +155,7 @@ def _train_head(
     groups = [e.group for e in train_ex for _ in e.labels]
     fit = fit_head(x_tr, y_tr, groups, l2=cfg.l2, folds=cfg.cv_folds, seed=cfg.seed)
     w, b = fit.w, fit.b
-    history = [{"l2": lam, "cv_bce": v} for lam, v in fit.cv.items()]
+    history = [{"l2": lam, "cv_auc": v} for lam, v in fit.cv.items()]
     fit_s = time.perf_counter() - t_fit
     with torch.no_grad():
         prm.network.head.weight.copy_(torch.from_numpy(w).view(1, -1))
