@@ -222,6 +222,7 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float | None) -> dict[str, Any
         recs = list(read_records(path, LabeledRecord, tolerate_torn_tail=True))
         steps = [x for r in recs for x in r.labels]
         card[f"labels_{method}"] = {
+            "questions": len({r.problem_id for r in recs}),  # a build stopped part way labels a prefix of them
             "responses": len(recs),
             "steps": len(steps),
             "steps_per_response": len(steps) / max(1, len(recs)),
