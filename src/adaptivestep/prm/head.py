@@ -98,10 +98,11 @@ def choose_strength(cv: dict[float, float], y: np.ndarray) -> float:
     return float(max(lam for lam, v in valid.items() if v >= best - AUC_TIE))
 
 
-def platt(logit: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
-    """``(a, c)`` of the 1-D logistic fit ``y ~ sigmoid(a * logit + c)`` (Newton, soft targets, a tiny ridge):
-    applied to out-of-fold logits it recalibrates a head whose penalty was chosen for ranking (a strong L2
-    shrinks every logit towards the base rate without changing their order).
+def platt(logit: np.ndarray, y: np.ndarray, iters: int = 100) -> tuple[float, float]:
+    """``(a, c)`` of the 1-D logistic fit ``y ~ sigmoid(a * logit + c)`` (damped Newton, soft targets, a small
+    ridge on the standardised slope): applied to out-of-fold logits it recalibrates a head whose penalty was
+    chosen for ranking (a strong L2 shrinks every logit towards the base rate without changing their order).
+    The slope is kept >= 0 (a recalibration never reverses the order); a degenerate fit returns ``(1, 0)``.
 
     >>> rng = np.random.default_rng(0)
     >>> z = rng.normal(size=2000)
@@ -109,17 +110,35 @@ def platt(logit: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, flo
     >>> round(a, 0), round(c, 0)  # recovers the true slope 2 / 0.25 and intercept -1
     (8.0, -1.0)
     """
-    x = np.stack([np.asarray(logit, np.float64), np.ones(len(logit))], axis=1)
+    logit = np.asarray(logit, np.float64)
+    y = np.asarray(y, np.float64)
+    sd = float(logit.std())
+    if not np.isfinite(sd) or sd < 1e-9:
+        return 1.0, 0.0
+    mu = float(logit.mean())
+    x = np.stack([(logit - mu) / sd, np.ones(len(logit))], axis=1)
+    ridge = np.array([1e-3, 0.0])
+
+    def loss(t: np.ndarray) -> float:
+        z = x @ t
+        return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * (ridge * t * t).sum())
+
     theta = np.array([1.0, 0.0])
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ theta, -50, 50)))
-        g = x.T @ (p - y) / len(y) + 1e-6 * theta
-        h = (x * (p * (1 - p))[:, None]).T @ x / len(y) + 1e-6 * np.eye(2)
+        g = x.T @ (p - y) / len(y) + ridge * theta
+        h = (x * (p * (1 - p))[:, None]).T @ x / len(y) + np.diag(ridge + 1e-9)
         step = np.linalg.solve(h, g)
-        theta = theta - step
-        if np.abs(step).max() < 1e-10:
+        t = 1.0
+        while t > 1e-4 and loss(theta - t * step) > loss(theta):
+            t /= 2
+        theta = theta - t * step
+        if np.abs(t * step).max() < 1e-10:
             break
-    return float(theta[0]), float(theta[1])
+    a_std, c = float(theta[0]), float(theta[1])
+    if not (np.isfinite(a_std) and np.isfinite(c)) or a_std <= 0:
+        return 1.0, 0.0
+    return a_std / sd, c - a_std * mu / sd
 
 
 def _bce(logit: torch.Tensor, y: torch.Tensor) -> float:
