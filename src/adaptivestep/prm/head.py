@@ -74,7 +74,7 @@ def choose_strength(cv: dict[float, float], y: np.ndarray) -> float:
 
     The PRM ranks (steps for the first error, responses for Best-of-N), so strengths are judged by held-out
     AUC: held-out BCE, the obvious alternative, rewards predicting the base rate and picked penalties that
-    ranked far worse on the shipped corpus (``docs/prm_quality.md``). Ties (within :data:`AUC_TIE`) go to the
+    ranked steps worse on the shipped corpus (``docs/prm_quality.md``). Ties (within :data:`AUC_TIE`) go to the
     stronger penalty. When even the best AUC is not two standard errors above chance (Hanley-McNeil), the data
     carry no signal the head can use, and the strongest penalty keeps it at the base rate.
 
