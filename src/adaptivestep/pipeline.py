@@ -137,9 +137,10 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
                                        for s, sp, sc in zip(cands, splits, scores)])
     pools = candidate_pools(by_id, cands, {s.key: sc for s, sc in zip(cands, scores)}, judge=judge,
                             order=[p.id for p in problems])
-    curves = bon_curves(full_pools(pools, ev.n), ev.rules, resamples=ev.resamples, seed=cfg.seed)
-    paired = {rule: asdict(bon_vs_majority(full_pools(pools, ev.n), rule, ev.n, seed=cfg.seed))
-              for rule in ev.rules if rule.startswith("prm-")}
+    full = full_pools(pools, ev.n)
+    curves = bon_curves(full, ev.rules, resamples=ev.resamples, seed=cfg.seed)
+    paired = {rule: asdict(bon_vs_majority(full, rule, ev.n, seed=cfg.seed)) for rule in ev.rules
+              if rule.startswith("prm-")}
 
     greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
     tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
