@@ -275,6 +275,14 @@ def test_head_training_fits_separable_set_and_round_trips(backbone: Path, tmp_pa
     np.testing.assert_allclose(
         np.concatenate(trained.score_batch(items)), np.concatenate(loaded.score_batch(items)), atol=1e-6
     )
+    # without its tokenizer files (how the package ships heads) it takes the backbone's: same scores
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("prm_config.json", "head.safetensors"):
+        (bare / f).write_bytes((out / f).read_bytes())
+    np.testing.assert_allclose(
+        np.concatenate(PRM.load(bare).score_batch(items)), np.concatenate(loaded.score_batch(items)), atol=0
+    )
 
 
 def test_soft_label_training_gives_a_different_head(backbone: Path, tmp_path: Path) -> None:

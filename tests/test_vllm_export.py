@@ -293,3 +293,34 @@ def test_cli_bon_through_prm_server_chooses_what_local_scores_choose(prm_and_exp
     a = [(c.problem_id, c.rule, c.chosen) for c in read_records(files["a"], BonChoice)]
     b = [(c.problem_id, c.rule, c.chosen) for c in read_records(files["b"], BonChoice)]
     assert a == b and len(a) == len(problems) * len(rules)
+
+
+def test_cli_tvd_through_prm_server_decodes_what_the_local_prm_decodes(
+        prm_and_export, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tvd --prm-server URL` = `tvd --prm DIR`: the same tokens, interventions and PRM calls per problem."""
+    from fakes import FakeBackend
+
+    import adaptivestep.cli as cli
+    from adaptivestep.jsonl import JsonlWriter, read_records
+    from adaptivestep.records import Problem, TVDRecord
+
+    _, out = prm_and_export
+    pfile = tmp_path / "problems.jsonl"
+    with JsonlWriter(pfile, fsync=False) as w:
+        w.write_all(Problem(id=f"p{i}", question=f"add {i} and {i}", kind="math", answer=str(2 * i))
+                    for i in range(3))
+    monkeypatch.setattr(cli, "_open_backend", lambda a: FakeBackend())
+    common = ["tvd", "--task", str(pfile), "--max-tokens", "16", "--k", "3", "--threshold", "0.99"]
+    srv = _serve(out)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        assert cli.main([*common, "--prm-server", url, "--prm", str(out), "--out", str(tmp_path / "a.jsonl")]) == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert cli.main([*common, "--prm", str(out.parent / "prm"), "--out", str(tmp_path / "b.jsonl")]) == 0
+    capsys.readouterr()
+    a, b = ([(r.problem_id, r.token_ids, r.interventions, r.prm_items) for r in read_records(tmp_path / f, TVDRecord)]
+            for f in ("a.jsonl", "b.jsonl"))
+    assert a == b and len(a) == 3
+    assert sum(r[2] for r in a) > 0  # threshold 0.99: the PRM was consulted, so its scores steered the tokens

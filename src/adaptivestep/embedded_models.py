@@ -131,6 +131,15 @@ def verify(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
+def is_embedded(spec: str | None) -> bool:
+    """Whether a model argument names a model the package ships (``None`` / ``default`` = the default one).
+
+    >>> is_embedded("smollm2-135m"), is_embedded("default"), is_embedded("my-model.gguf")
+    (True, True, False)
+    """
+    return spec is None or spec in ("", "default") or spec in EMBEDDED
+
+
 def resolve_model(spec: str | None) -> Path:
     """A model argument -> a path: an embedded name, a GGUF file, or a local HF model directory."""
     if spec is None or spec in ("", "default"):

@@ -66,6 +66,7 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
     shipped = json.loads((ship / "card.json").read_text())
     assert shipped["head"]["train_steps"] == sum(len(r.labels) for r in recs) and "--ship" in shipped["head"]["command"]
     assert shipped["quality"]["responses"] == 4
+    assert not (ship / "head" / "tokenizer.json").exists()  # an embedded backbone's tokenizer is not copied
     assert [r.labels for r in read_records(ship / "labels.jsonl.gz", LabeledRecord)] == [r.labels for r in recs]
     from adaptivestep.prm.model import PRM
 

@@ -9,7 +9,9 @@ Saved PRM directory (``PRM.save``)::
 
     prm_config.json      PRMConfig: backbone, mode, max_length, prompt_format, hidden_size, dtype
     head.safetensors     "weight" (1, H) float32, "bias" (1,) float32
-    tokenizer files      the backbone's tokenizer (tokenizer.json, tokenizer_config.json, ...)
+    tokenizer files      the backbone's tokenizer (tokenizer.json, tokenizer_config.json, ...); optional in
+                         modes "head" / "lora": without them the backbone's own tokenizer is used (the
+                         package's shipped heads leave them out, their backbone is embedded)
     README.md            model card: base model, data file, split, label type, metrics
     backbone/            mode "full" only: the fine-tuned decoder (config.json + model.safetensors)
     adapter/             mode "lora" only: the peft LoRA adapter of the decoder
@@ -42,6 +44,7 @@ from .data import Chunk, default_prompt_format, encode_item
 log = logging.getLogger(__name__)
 
 PRM_CONFIG = "prm_config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_DIR = "backbone"
 ADAPTER_DIR = "adapter"
@@ -342,14 +345,18 @@ class PRM:
         device = resolve_device(device)
         dtype = dtype or cfg.dtype
         decoder: Any
+        backbone_tok = None
         if cfg.mode == "full":
             decoder = _load_saved_decoder(root / cfg.backbone, dtype, device)
         else:
-            decoder, _ = load_backbone(cfg.backbone, dtype=dtype, device=device)
-        try:
-            tok = AutoTokenizer.from_pretrained(root)
-        except Exception as e:
-            raise BackboneError(f"{root}: cannot load the PRM's tokenizer: {e}") from e
+            decoder, backbone_tok = load_backbone(cfg.backbone, dtype=dtype, device=device)
+        if backbone_tok is not None and not (root / TOKENIZER_CONFIG).is_file():
+            tok = backbone_tok  # a head / LoRA PRM saved without tokenizer files: its backbone's
+        else:
+            try:
+                tok = AutoTokenizer.from_pretrained(root)
+            except Exception as e:
+                raise BackboneError(f"{root}: cannot load the PRM's tokenizer: {e}") from e
         adapter_src = None
         if cfg.mode == "lora":
             from peft import PeftModel
