@@ -134,18 +134,17 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
         figs["sample_new_tokens"] = s.tokens
         figs["sample_new_wall_s"] = s.wall_s
         if not spec.label:  # a candidate pool: its card has the pass rate and truncation, no labels
-            card = {**corpus_card(spec, out, None), "this_run": figs}
+            card = {**corpus_card(spec, out, None), "this_run": {**figs, "wall_s": time.perf_counter() - t0}}
+            card.update(_builds(out, card["this_run"]))  # a later labelling run keeps this run's cost
             (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
             return card
         rank = {p.id: k for k, p in enumerate(problems)}  # question order, so a prefix of questions is a prefix
         samples = sorted((x for x in read_records(samples_path, Sample, tolerate_torn_tail=True) if x.problem_id in by_id),
                          key=lambda x: (rank[x.problem_id], x.sample_index))
-        tau_path = out / "tau.json"
-        if tau_path.exists():
-            tau = float(json.loads(tau_path.read_text())["tau"])
-        else:
+        tau = read_tau(out)
+        if tau is None:
             tau = float(split_samples(samples, "confidence", SplitParams(break_rate=spec.break_rate))[0].threshold)
-            tau_path.write_text(json.dumps({"tau": tau, "break_rate": spec.break_rate,
+            (out / "tau.json").write_text(json.dumps({"tau": tau, "break_rate": spec.break_rate,
                                             "pooled_samples": len(samples)}) + "\n")
         splits = {
             "confidence": split_samples(samples, "confidence", SplitParams(break_rate=spec.break_rate, tau=tau)),
@@ -168,11 +167,23 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
         backend.close()
     card = corpus_card(spec, out, tau)
     card["this_run"] = {**figs, "wall_s": time.perf_counter() - t0}
-    old = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
-    card["builds"] = [*old.get("builds", []), card["this_run"]]  # a resumed corpus: every run's cost
-    card["build_wall_s"] = sum(b.get("wall_s", 0.0) for b in card["builds"])
+    card.update(_builds(out, card["this_run"]))  # a resumed corpus: every run's cost
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _builds(out: Path, this_run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's cost history: ``builds`` (every build run of ``out`` so far, plus ``this_run``) and their
+    summed ``build_wall_s``."""
+    old = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
+    builds = [*old.get("builds", []), *([this_run] if this_run else [])]
+    return {"builds": builds, "build_wall_s": sum(b.get("wall_s", 0.0) for b in builds)}
+
+
+def read_tau(out: Path) -> float | None:
+    """The frozen AdaptiveStep threshold of the corpus in ``out`` (None before its first split)."""
+    path = out / "tau.json"
+    return float(json.loads(path.read_text())["tau"]) if path.exists() else None
 
 
 def _newline_limit(spec: CorpusSpec, problems: Sequence[Any], splits: Sequence[Any], out: Path) -> int:
@@ -247,7 +258,9 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     from ..prm.train import train
 
     out = Path(spec.out_dir)
-    tau = float(json.loads((out / "tau.json").read_text())["tau"])
+    tau = read_tau(out)
+    if tau is None:
+        raise ValueError(f"{out}: no tau.json, so no split corpus to ship (build it first)")
     dest.mkdir(parents=True, exist_ok=True)
     labels = dest / "labels.jsonl.gz"
     raw = (out / "labels-confidence.jsonl").read_bytes()
@@ -261,10 +274,7 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
         for f in (dest / "head").iterdir():
             if f.is_file() and f.name not in keep:
                 f.unlink()
-    card = corpus_card(spec, out, tau)
-    old = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
-    card["builds"] = old.get("builds", [])
-    card["build_wall_s"] = old.get("build_wall_s")
+    card = {**corpus_card(spec, out, tau), **_builds(out)}
     card["head"] = {"backbone": backbone, "mode": "head", "l2": metrics.get("head_l2"),
                     "train_steps": metrics.get("n_train_steps"), "train_auc": metrics.get("train_auc"),
                     "train_wall_s": time.perf_counter() - t0,
@@ -315,9 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   max_tokens=160, rollouts=2, rollout_tokens=48)
     spec = CorpusSpec(**kw)
     if a.card_only:
-        tau_file = Path(spec.out_dir) / "tau.json"
-        tau = float(json.loads(tau_file.read_text())["tau"]) if tau_file.exists() else None
-        card = corpus_card(spec, Path(spec.out_dir), tau)
+        card = corpus_card(spec, Path(spec.out_dir), read_tau(Path(spec.out_dir)))
     else:
         card = build(spec)
     if a.ship:
