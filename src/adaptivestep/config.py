@@ -93,7 +93,7 @@ class EvalStage:
     rules: list[str] = field(default_factory=lambda: list(DEFAULT_RULES))
     tvd_threshold: float | None = None
     tvd_k: int = 8
-    tvd_limit: int | None = 3
+    tvd_limit: int | None = 2
     resamples: int = DEFAULT_RESAMPLES
 
 
