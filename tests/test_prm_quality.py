@@ -108,3 +108,18 @@ def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels()
         assert labels == sorted(labels, reverse=True)  # 1s then 0s
         if hard == sorted(hard, reverse=True):  # monotone truth: the search finds it exactly
             assert labels == hard
+
+
+def test_fold_mean_step_auc_ranks_within_each_head_only() -> None:
+    """Two folds, each ranked perfectly by its own head but calibrated apart: pooled AUC < 1, fold mean = 1."""
+    from adaptivestep.bench.prm_quality import Item, metrics
+
+    items, scores, folds = [], [], []
+    for f, shift in ((0, 0.0), (1, 0.5)):
+        for j, y in enumerate([0.0, 1.0, 0.0, 1.0]):
+            items.append(Item(f"q{f}", j, "q", ["s"], [y], bool(y), str(y), [[-1.0]]))
+            scores.append([0.1 + 0.3 * y + shift])
+            folds.append(f)
+    m = metrics(items, scores, folds=folds)
+    assert m["step_auc_fold_mean"] == 1.0 and m["step_auc"] < 1.0
+    assert "step_auc_fold_mean" not in metrics(items, scores)

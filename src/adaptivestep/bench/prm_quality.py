@@ -188,16 +188,29 @@ def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
     return {"confidence-mean": mean, "confidence-min": step_mean}
 
 
-def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, n: int | None = None) -> dict[str, Any]:
-    """Step AUC, response AUC per aggregation and Best-of-N vs majority at ``n`` (default: smallest full pool)."""
+def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, n: int | None = None,
+            folds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Step AUC, response AUC per aggregation and Best-of-N vs majority at ``n`` (default: smallest full pool).
+
+    ``step_auc`` pools every item's out-of-fold scores, so it also judges whether the folds' heads are
+    calibrated alike; with ``folds`` (each item's fold) ``step_auc_fold_mean`` is the mean of the folds' own
+    step AUCs (ranking within one head only; folds whose steps are all one class are left out)."""
     from ..prm.data import roc_auc
     from ..prm.quality import bon_vs_majority, response_auc
     from ..search.bon import Candidate
 
     out: dict[str, Any] = {}
-    labelled = [(s, i.labels) for s, i in zip(scores, items) if i.labels]
+    labelled = [(s, i.labels, f) for s, i, f in zip(scores, items, folds or [0] * len(items)) if i.labels]
     if labelled:
-        out["step_auc"] = roc_auc(np.concatenate([s for s, _ in labelled]), np.concatenate([y for _, y in labelled]))
+        out["step_auc"] = roc_auc(np.concatenate([s for s, _, _ in labelled]),
+                                  np.concatenate([y for _, y, _ in labelled]))
+    if labelled and folds is not None:
+        per_fold = []
+        for f in sorted({f for _, _, f in labelled}):
+            y = np.concatenate([y for _, y, g in labelled if g == f])
+            if 0 < np.mean(np.asarray(y) >= 0.5) < 1:
+                per_fold.append(roc_auc(np.concatenate([s for s, _, g in labelled if g == f]), y))
+        out["step_auc_fold_mean"] = float(np.mean(per_fold)) if per_fold else float("nan")
     correct = [i.correct for i in items]
     for how in RULES:
         out[f"response_auc_{how}"] = response_auc(scores, correct, how)
@@ -212,23 +225,27 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
     return out
 
 
+def question_folds(items: Sequence[Item], folds: int, seed: int) -> list[set[str]]:
+    """The held-out question ids of each fold (every question in exactly one)."""
+    from ..prm.head import group_folds
+
+    uniq = sorted({i.problem_id for i in items})
+    return [{uniq[j] for j in held} for held in group_folds(uniq, folds, seed)]
+
+
 def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes: Sequence[int], folds: int,
                    seed: int, tokens: dict[int, list[int]] | None = None,
                    unregularised: bool = False) -> dict[int, dict[str, list[list[float]]]]:
     """Out-of-fold step scores of every item, per training size and scorer. ``tokens`` (filled when given):
     per size, the rollout tokens that each fold's training subset cost to label."""
-    from ..prm.head import group_folds
     from ..prm.quality import learning_curve_subsets
 
-    qids = [i.problem_id for i in items]
     per_q: dict[str, int] = {}
-    for q in qids:
-        per_q[q] = per_q.get(q, 0) + 1
+    for it in items:
+        per_q[it.problem_id] = per_q.get(it.problem_id, 0) + 1
     uniq = sorted(per_q)
-    fold_idx = group_folds(uniq, folds, seed)
     preds: dict[int, dict[str, list[list[float] | None]]] = {}
-    for f, held_q in enumerate(fold_idx):
-        test_q = {uniq[j] for j in held_q}
+    for f, test_q in enumerate(question_folds(items, folds, seed)):
         train_q = [q for q in uniq if q not in test_q]
         test_i = [k for k, it in enumerate(items) if it.problem_id in test_q]
         for size, groups in learning_curve_subsets(train_q, per_q, sizes, seed=seed + f).items():
@@ -251,7 +268,7 @@ def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes:
 
 def _fmt(m: dict[str, Any]) -> str:
     b = m["bon_min"]
-    return (f"step AUC {m.get('step_auc', float('nan')):.3f} | response AUC min {m['response_auc_min']:.3f} "
+    return (f"step AUC {m.get('step_auc', float('nan')):.3f} (per fold {m.get('step_auc_fold_mean', float('nan')):.3f}) | response AUC min {m['response_auc_min']:.3f} "
             f"last {m['response_auc_last']:.3f} mean {m['response_auc_mean']:.3f} | BoN@{b['n']} min "
             f"{100 * b['acc']:.1f}% vs majority {100 * b['majority']:.1f}% (diff {100 * b['diff']:+.1f} "
             f"[{100 * b['lo']:+.1f}, {100 * b['hi']:+.1f}], {b['questions']} q; oracle {100 * b['oracle']:.1f}%)")
@@ -281,8 +298,11 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     conf = confidence_scores(items)
     res["label_tokens"] = sum(i.label_tokens for i in items)
     res["train_label_tokens"] = {}
+    fold_of = {q: f for f, qs in enumerate(question_folds(items, folds, seed)) for q in qs}
+    item_folds = [fold_of[i.problem_id] for i in items]
     for size, row in sorted(curve.items()):
-        res["curve"][size] = {name: metrics(items, sc, seed=seed) for name, sc in {**row, **conf}.items()}
+        res["curve"][size] = {name: metrics(items, sc, seed=seed, folds=item_folds)
+                              for name, sc in {**row, **conf}.items()}
         res["train_label_tokens"][size] = float(np.mean(spent[size]))
     print(f"\nlearning curve ({folds}-fold over questions; each response scored by heads that never saw its question)")
     for size, row in res["curve"].items():
@@ -317,6 +337,7 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
         for name, m in top.items():
             key = name.replace(":", "_").replace("-", "_").replace(".", "_")
             out[f"{key}_step_auc"] = m.get("step_auc")
+            out[f"{key}_step_auc_fold_mean"] = m.get("step_auc_fold_mean")
             out[f"{key}_response_auc_min"] = m["response_auc_min"]
             out[f"{key}_bon_min_minus_majority"] = m["bon_min"]["diff"]
     return out
