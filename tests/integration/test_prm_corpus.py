@@ -36,13 +36,18 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
         pytest.skip("../shared/data is not there")
     out = tmp_path / "corpus"
     assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2",
+                 "--no-label"]) == 0  # a sampling-only run first: its cost stays in the card's history
+    pool = _last_json(capsys.readouterr().out)
+    assert pool["responses"] == 4 and "labels_confidence" not in pool and len(pool["builds"]) == 1
+    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(out), "--threads", "2",
                  "--newline-questions", "1"]) == 0
     card = _last_json(capsys.readouterr().out)
+    assert card["this_run"]["sample_new_tokens"] == 0 and len(card["builds"]) == 2
     assert card["questions"] == 2 and card["responses"] == 4 and 0 < card["tau"] < 1
     assert card["labels_confidence"]["responses"] == 4 and card["labels_confidence"]["rollouts"] > 0
     first = next(iter(read_records(out / "problems.jsonl", Problem))).id  # the baseline labels a prefix of questions
     assert {r.problem_id for r in read_records(out / "labels-newline.jsonl", LabeledRecord)} == {first}
-    assert card["labels_newline"]["responses"] == 2 and len(card["builds"]) == 1
+    assert card["labels_newline"]["responses"] == 2
     problems = {p.id for p in read_records(out / "problems.jsonl", Problem)}
     assert all(p.startswith("gsm8k/train/") for p in problems)  # never an evaluation question
     recs = list(read_records(out / "labels-confidence.jsonl", LabeledRecord))
