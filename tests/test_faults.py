@@ -124,7 +124,7 @@ def test_label_killed_while_sandboxes_run_resumes_exactly_and_leaves_no_process(
     kills, rnd = 0, random.Random(11)
     for _ in range(2):
         # slowed (the same rollouts, later): on an idle machine the plain job can end before the first kill
-        proc = subprocess.Popen(_job("label-code", str(d), str(d / "run.jsonl"), "0.3"), env=ENV)
+        proc = subprocess.Popen(_job("label-code", str(d), str(d / "run.jsonl"), "2.0"), env=ENV)
         time.sleep(rnd.uniform(2.0, 4.0))
         if proc.poll() is not None:
             break
