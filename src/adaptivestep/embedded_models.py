@@ -142,10 +142,9 @@ def is_embedded(spec: str | None) -> bool:
 
 def resolve_model(spec: str | None) -> Path:
     """A model argument -> a path: an embedded name, a GGUF file, or a local HF model directory."""
-    if spec is None or spec in ("", "default"):
-        return embedded_model_path(DEFAULT_MODEL)
-    if spec in EMBEDDED:
-        return embedded_model_path(spec)
+    if is_embedded(spec):
+        return embedded_model_path(spec if spec in EMBEDDED else DEFAULT_MODEL)
+    assert spec is not None
     p = Path(spec).expanduser()
     if not p.exists():
         raise ModelError(
