@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,17 @@ def test_head_training_fits_separable_set_and_round_trips(backbone: Path, tmp_pa
     np.testing.assert_allclose(
         np.concatenate(PRM.load(bare).score_batch(items)), np.concatenate(loaded.score_batch(items)), atol=0
     )
+
+
+def test_save_leaves_out_the_tokenizer_of_an_embedded_backbone_only(prm: PRM, tmp_path: Path) -> None:
+    # a head on an embedded backbone loads that backbone's own tokenizer (PRM.load): no copy is written
+    prm.save(tmp_path / "own")
+    assert (tmp_path / "own" / "tokenizer.json").is_file()
+    named = PRM(prm.network, prm.tokenizer, replace(prm.config, backbone="smollm2-135m"), device="cpu")
+    named.save(tmp_path / "embedded")
+    assert (tmp_path / "embedded" / "head.safetensors").is_file()
+    assert not list((tmp_path / "embedded").glob("tokenizer*"))
+    assert json.loads((tmp_path / "embedded" / "prm_config.json").read_text())["backbone"] == "smollm2-135m"
 
 
 def test_soft_label_training_gives_a_different_head(backbone: Path, tmp_path: Path) -> None:

@@ -252,9 +252,7 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     question-grouped folds, whose summary ``quality`` is copied into the card) and ``card.json``."""
     import gzip
 
-    from ..embedded_models import is_embedded
     from ..prm.config import TrainConfig
-    from ..prm.model import HEAD_FILE, PRM_CONFIG
     from ..prm.train import train
 
     out = Path(spec.out_dir)
@@ -269,11 +267,6 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     t0 = time.perf_counter()
     metrics = train(TrainConfig(mode="head", eval_fraction=0.0, seed=spec.seed, output_dir=str(dest / "head")),
                     labels, backbone)
-    if is_embedded(backbone):  # PRM.load takes an embedded backbone's own tokenizer: don't ship a 3.5 MB copy
-        keep = {PRM_CONFIG, HEAD_FILE, "README.md", "train_metrics.json"}
-        for f in (dest / "head").iterdir():
-            if f.is_file() and f.name not in keep:
-                f.unlink()
     card = {**corpus_card(spec, out, tau), **_builds(out)}
     card["head"] = {"backbone": backbone, "mode": "head", "l2": metrics.get("head_l2"),
                     "train_steps": metrics.get("n_train_steps"), "train_auc": metrics.get("train_auc"),

@@ -9,9 +9,9 @@ Saved PRM directory (``PRM.save``)::
 
     prm_config.json      PRMConfig: backbone, mode, max_length, prompt_format, hidden_size, dtype
     head.safetensors     "weight" (1, H) float32, "bias" (1,) float32
-    tokenizer files      the backbone's tokenizer (tokenizer.json, tokenizer_config.json, ...); optional in
-                         modes "head" / "lora": without them the backbone's own tokenizer is used (the
-                         package's shipped heads leave them out, their backbone is embedded)
+    tokenizer files      the backbone's tokenizer (tokenizer.json, tokenizer_config.json, ...); not written
+                         in modes "head" / "lora" on an embedded backbone, which brings its own; a directory
+                         without them loads its backbone's tokenizer
     README.md            model card: base model, data file, split, label type, metrics
     backbone/            mode "full" only: the fine-tuned decoder (config.json + model.safetensors)
     adapter/             mode "lora" only: the peft LoRA adapter of the decoder
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..devices import DTYPES, resolve_device
+from ..embedded_models import is_embedded
 from .data import Chunk, default_prompt_format, encode_item
 
 log = logging.getLogger(__name__)
@@ -419,7 +420,8 @@ class PRM:
             save_adapter(
                 self.network.decoder, root / ADAPTER_DIR, source=self._adapter_src, state_dict=dec_state
             )
-        self.tokenizer.save_pretrained(str(root))
+        if cfg.mode == "full" or not is_embedded(cfg.backbone):
+            self.tokenizer.save_pretrained(str(root))  # an embedded backbone brings its own (see load)
         (root / PRM_CONFIG).write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         (root / "README.md").write_text(model_card(cfg, card or {}))
         return root
