@@ -24,11 +24,13 @@ Copy or re-point that reference when moving the PRM to another machine.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -364,7 +366,8 @@ class PRM:
 
             adapter_src = root / ADAPTER_DIR
             try:
-                decoder = PeftModel.from_pretrained(decoder, adapter_src).merge_and_unload()
+                with _peft_quiet():
+                    decoder = PeftModel.from_pretrained(decoder, adapter_src).merge_and_unload()
             except Exception as e:
                 raise BackboneError(f"{adapter_src}: cannot load the LoRA adapter: {e}") from e
         hidden = int(decoder.config.hidden_size)
@@ -638,7 +641,16 @@ def wrap_lora(decoder: nn.Module, *, r: int = 16, alpha: int = 32, dropout: floa
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", bias="none")
-    return get_peft_model(decoder, cfg)
+    with _peft_quiet():
+        return get_peft_model(decoder, cfg)
+
+
+@contextlib.contextmanager
+def _peft_quiet() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing``: its FutureWarning is not ours to show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def model_card(cfg: PRMConfig, card: dict[str, Any]) -> str:
