@@ -94,3 +94,6 @@ def test_bench_quick_prints_figures_then_one_json_line(capsys: pytest.CaptureFix
     res = json.loads(lines[-1])
     assert res["raw_tok_s"] > 0 and res["sampler_tok_s"] > 0
     assert all(isinstance(res[k], float) for k in res if k.endswith("_ratio"))
+    # the labelling row splits its wall time: the engine's share cannot exceed the whole
+    assert 0 < res["labelling_stream_engine_s"] <= res["labelling_stream_wall_s"]
+    assert res["labelling_stream_rollouts"] > 0

@@ -5,7 +5,8 @@ the main job's savers (early stop in waves + first-error search, M rollouts), on
 ``generate_stream`` (continuous batching: each finished rollout is judged and logged, and the plans' next
 requests join the running batch) and once through lock-step ``generate`` rounds (the engine before streaming).
 Tokens/s = rollout tokens generated / wall time of ``label_files``, so prefix evaluation, judging and work-log
-writes count against it. Both runs draw the same seeded rollouts, so their labels must be equal.
+writes count against it. ``*_engine_s`` is the part of that wall time spent inside the backend's stream
+(decoding, prefix evaluation, sampling); the rest is judging, work-log writes and the plans. Both runs draw the same seeded rollouts, so their labels must be equal.
 """
 
 from __future__ import annotations
@@ -50,9 +51,14 @@ def run(be: Any, quick: bool) -> dict[str, Any]:
                                   d / "splits.jsonl", out, cfg, progress=False)
             wall = time.perf_counter() - t0
             tokens = summary.cost.get("generated_tokens", 0.0)
+            engine = summary.cost.get("rollout_wall_s", 0.0)  # time inside the backend's stream
             res[f"labelling_{mode}_tok_s"] = round(tokens / max(1e-9, wall), 2)
             res[f"labelling_{mode}_tokens"] = int(tokens)
             res[f"labelling_{mode}_wall_s"] = round(wall, 1)
+            res[f"labelling_{mode}_engine_s"] = round(engine, 1)
+            res[f"labelling_{mode}_engine_tok_s"] = round(tokens / max(1e-9, engine), 2)
+            res[f"labelling_{mode}_prefix_tokens"] = int(summary.cost.get("prefix_tokens_evaluated", 0.0))
+            res[f"labelling_{mode}_rollouts"] = int(summary.cost.get("rollouts", 0.0))
             labels[mode] = [(r.problem_id, r.sample_index, r.hard_labels, r.rollouts)
                             for r in read_records(out, LabeledRecord)]
     be.reset_cache()

@@ -6,7 +6,8 @@
 (b) ``sampler``: our loop (log-softmax over the vocab in numpy, exact temperature-1 log-probs, numpy draw),
     single stream, at temperature 1 and greedy (greedy must reproduce the raw engine's tokens);
 (c) ``batched``: n = 8 continuations of one prefix decoded together (aggregate tokens/s, prefix included),
-    with the number of prefix tokens run through the model (must be the prefix length, once);
+    with the number of prefix tokens run through the model (must be the prefix length, once); and the same
+    from a prefix as long as a labelling rollout's context (256 tokens quick, 448 full);
 (d) ``labelling``: a small real labelling job on the same exact-mode engine, streamed vs lock-step rounds
     (:mod:`adaptivestep.bench.labelling`), as a ratio of (c): ``labelling_vs_aggregate_ratio``.
 
@@ -41,6 +42,16 @@ from adaptivestep.embedded_models import resolve_model
 # a prompt that makes the model write at length, so EOS rarely cuts a timed run short
 PROMPT = "Write a long, detailed story about a robot who learns to paint. Use at least 800 words."
 N_ROLLOUTS = 8
+# (c) again from a prefix as long as a labelling rollout's (prompt + response so far): attention grows with it
+FILLER = " The robot looked at the canvas and thought about colour, light and time."
+
+
+def _long_prompt(be: Any, target: int) -> list[int]:
+    """A chat prompt of at least ``target`` tokens (PROMPT followed by filler sentences)."""
+    k = 1
+    while len(ids := be.tokenize(be.chat_prompt(PROMPT + FILLER * k))) < target:
+        k += 1
+    return ids
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -111,6 +122,8 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         same = next((i for i in range(n_cmp) if raw_exact_tokens[i] != greedy_tokens[i]), n_cmp)
 
         batched, evals = _batched(be, prompt, n_tok, reps)
+        long_prompt = _long_prompt(be, 256 if quick else 448)
+        batched_long, _ = _batched(be, long_prompt, n_tok, reps)
         batched_fast, evals_fast = _batched(fast, prompt, n_tok, reps)
         threads_used = be.n_threads
         fast.close()  # its cache is not needed for labelling
@@ -137,6 +150,8 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         "batched_n": N_ROLLOUTS,
         "batched_tok_s": round(_median(batched), 2),
         "batched_fast_mode_tok_s": round(_median(batched_fast), 2),
+        "long_prefix_tokens": len(long_prompt),
+        "batched_long_prefix_tok_s": round(_median(batched_long), 2),
         "sampler_vs_raw_ratio": round(_median(t1) / _median(raw), 3),
         "sampler_vs_raw_exact_mode_ratio": round(_median(t1) / _median(raw_exact), 3),
         "sampler_greedy_vs_raw_ratio": round(_median(greedy) / _median(raw), 3),
@@ -150,6 +165,8 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         **lab,
         "labelling_vs_aggregate_ratio": round(lab["labelling_stream_tok_s"] / _median(batched), 3),
         "labelling_lockstep_vs_aggregate_ratio": round(lab["labelling_lockstep_tok_s"] / _median(batched), 3),
+        "labelling_vs_long_prefix_aggregate_ratio": round(lab["labelling_stream_tok_s"] / _median(batched_long), 3),
+        "labelling_engine_vs_aggregate_ratio": round(lab["labelling_stream_engine_tok_s"] / _median(batched), 3),
     }
     return res
 
@@ -266,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{res['batched_fast_vs_single_ratio']:.2f} x)"
     )
     print(
+        f"    the same from a {res['long_prefix_tokens']}-token prefix : {res['batched_long_prefix_tok_s']:8.2f} tok/s "
+        f"aggregate (a labelling rollout's context is that long)"
+    )
+    print(
         f"    prefix tokens evaluated: {res['prefix_evals']} for a {res['prompt_tokens']}-token prefix "
         f"(per continuation {res['prefix_evals_per_continuation']})"
     )
@@ -275,6 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({res['labelling_vs_aggregate_ratio']:.2f} x (c)), lock-step rounds {res['labelling_lockstep_tok_s']:.2f} "
         f"tok/s ({res['labelling_lockstep_vs_aggregate_ratio']:.2f} x (c)); same labels: "
         f"{res['labelling_stream_equals_lockstep']}"
+    )
+    print(
+        f"    streaming: {res['labelling_stream_rollouts']} rollouts, {res['labelling_stream_prefix_tokens']} prefix "
+        f"tokens evaluated; {res['labelling_stream_engine_s']:.1f} of {res['labelling_stream_wall_s']:.1f} s inside "
+        f"the engine ({res['labelling_stream_engine_tok_s']:.2f} tok/s there, "
+        f"{res['labelling_engine_vs_aggregate_ratio']:.2f} x (c)); the rest judges, logs and plans; streaming vs "
+        f"(c) from the long prefix: {res['labelling_vs_long_prefix_aggregate_ratio']:.2f}"
     )
     _print_vllm(res)
     sys.stdout.flush()
