@@ -6,7 +6,8 @@ the main job's savers (early stop in waves + first-error search, M rollouts), on
 requests join the running batch) and once through lock-step ``generate`` rounds (the engine before streaming).
 Tokens/s = rollout tokens generated / wall time of ``label_files``, so prefix evaluation, judging and work-log
 writes count against it. ``*_engine_s`` is the part of that wall time spent inside the backend's stream
-(decoding, prefix evaluation, sampling); the rest is judging, work-log writes and the plans. Both runs draw the same seeded rollouts, so their labels must be equal.
+(decoding, prefix evaluation, sampling); the rest is judging, work-log writes and the plans. Both runs draw
+the same seeded rollouts, so their labels must be equal.
 """
 
 from __future__ import annotations
