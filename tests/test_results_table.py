@@ -35,3 +35,13 @@ def test_no_paired_rows_without_pools():
     empty = {"n": 2, "acc": nan, "majority": nan, "oracle": nan, "diff": nan, "lo": nan, "hi": nan, "questions": 0}
     t = results_table(_res({"prm-min": empty}, {}))
     assert "paired difference" not in t and "| majority @ N=2 | 25.0% |" in t
+
+
+def test_smaller_n_rows_come_before_the_pool_size_row():
+    # pools of 4, two right: at N = 2 (exact over the 6 pairs) one pair holds no right answer
+    pools = [[Candidate(i, str(i % 2), [0.9 if i % 2 else 0.1], bool(i % 2)) for i in range(4)] for _ in range(3)]
+    at4, at2 = (asdict(bon_vs_majority(pools, "prm-min", n)) for n in (4, 2))
+    assert at2["n"] == 2 and at4["acc"] == 1.0 and abs(at2["acc"] - 5 / 6) < 1e-9
+    res = {**_res({"prm-min": at4}, {}), "pool_size": 4, "prm_minus_majority_at": {"2": {"prm-min": at2}}}
+    t = results_table(res)
+    assert t.index("| prm-min - majority @ N=2 |") < t.index("| prm-min - majority @ N=4 | +100.0 |")

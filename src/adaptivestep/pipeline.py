@@ -101,6 +101,9 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
     return train(cfg.prm.train_config(), labels, cfg.prm.backbone, extra_data=[corpus] if corpus else [])
 
 
+SMALLER_PAIRED_N = (4,)  # paired PRM - majority rows at these N too, when the pool is larger
+
+
 def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) -> dict[str, Any]:
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
     from .checkers import get_checker
@@ -139,8 +142,12 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
                             order=[p.id for p in problems])
     full = full_pools(pools, ev.n)
     curves = bon_curves(full, ev.rules, resamples=ev.resamples, seed=cfg.seed)
-    paired = {rule: asdict(bon_vs_majority(full, rule, ev.n, seed=cfg.seed)) for rule in ev.rules
-              if rule.startswith("prm-")}
+    def paired_at(n: int) -> dict[str, Any]:
+        return {rule: asdict(bon_vs_majority(full, rule, n, seed=cfg.seed)) for rule in ev.rules
+                if rule.startswith("prm-")}
+
+    paired = paired_at(ev.n)
+    smaller = {str(n): paired_at(n) for n in SMALLER_PAIRED_N if n < ev.n}  # does the gap grow with N?
 
     greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
     tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
@@ -164,6 +171,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
                 "tokens": sum(r.tokens for r in tvd)},
         "curves": {rule: [asdict(pt) for pt in pts] for rule, pts in curves.items()},
         "prm_minus_majority": paired,
+        "prm_minus_majority_at": smaller,
         "figures": figs,
     }
 
@@ -189,7 +197,8 @@ def results_table(res: dict[str, Any]) -> str:
     out = ["| method | accuracy | 95% CI | questions |", "|---|---|---|---|"]
     for name, r in rows:
         out.append(f"| {name} | {100 * r['mean']:.1f}% | [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] | {r['n']} |")
-    diffs = [(f"{rule} - majority @ N={n}", d) for rule, d in res.get("prm_minus_majority", {}).items()
+    by_n = [*res.get("prm_minus_majority_at", {}).values(), res.get("prm_minus_majority", {})]
+    diffs = [(f"{rule} - majority @ N={d['n']}", d) for paired in by_n for rule, d in paired.items()
              if d["questions"]]
     if t.get("minus_greedy"):
         diffs.append((f"TVD - greedy (PRM consulted on {100 * t['intervened_share']:.0f}% of questions, text "
