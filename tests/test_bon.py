@@ -243,3 +243,23 @@ def test_choose_on_many_subsets_equals_select_on_each() -> None:
         for row, pos in zip(subs, got.pos):
             assert pos in row
             assert p.indices[pos] == select([ordered[j] for j in row], rule).chosen
+
+
+# ------------------------------------------------------------------------------------------- confidence
+
+
+def test_confidence_rule_picks_the_most_confident_and_skips_the_unknown() -> None:
+    from adaptivestep.search.bon import mean_token_probability
+
+    pool = [Candidate(0, "1", [0.9], False, 0.4), Candidate(3, "2", [0.1], True, 0.7),
+            Candidate(5, "2", [0.2], True, None)]
+    sel = select(pool, "confidence")
+    assert sel.chosen == 3 and sel.skipped == (5,) and not sel.fallback
+    assert select(pool, "prm-min").chosen == 0  # the step scores play no part in it
+    tie = [Candidate(2, "1", None, True, 0.5), Candidate(1, "2", None, False, 0.5)]
+    assert select(tie, "confidence").chosen == 1  # equal confidence: the lower index
+    none = [Candidate(0, "1", confidence=None), Candidate(1, "4", confidence=None), Candidate(2, "4")]
+    sel = select(none, "confidence")
+    assert sel.fallback and sel.chosen == 1  # nothing to rank: majority vote
+    assert mean_token_probability([]) is None
+    assert mean_token_probability([-1.0, -1.0]) == pytest.approx(math.exp(-1.0))

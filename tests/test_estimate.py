@@ -26,7 +26,8 @@ def _pool(rng: np.random.Generator, n: int) -> list[Candidate]:
     for i in range(n):
         scores = None if rng.random() < 0.2 else (rng.integers(0, 5, size=2) / 4).tolist()  # ties on purpose
         ans = str(rng.integers(0, 3)) if rng.random() > 0.15 else None
-        out.append(Candidate(i, ans, scores, ans == "0"))
+        conf = None if rng.random() < 0.2 else float(rng.integers(1, 4)) / 4  # ties again
+        out.append(Candidate(i, ans, scores, ans == "0", conf))
     return out
 
 
@@ -38,7 +39,7 @@ def _brute(cands: list[Candidate], rule: str, n: int) -> float:
     return float(np.mean(hits))
 
 
-RULES = ["prm-min", "prm-last", "prm-prod", "majority", "weighted-majority", "oracle"]
+RULES = ["prm-min", "prm-last", "prm-prod", "majority", "weighted-majority", "confidence", "oracle"]
 
 
 @pytest.mark.parametrize("rule", RULES)

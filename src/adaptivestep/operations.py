@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 Judge = Callable[[Problem, str], bool]
 
 DEFAULT_RULES: tuple[str, ...] = ("majority", "prm-min", "prm-mean", "prm-last", "prm-prod", "weighted-majority",
-                                  "oracle")
+                                  "confidence", "oracle")
 """The Best-of-N selection rules compared by default (``bon`` and the main job)."""
 DEFAULT_RESAMPLES = 200
 """Random subsets per question and N when estimating accuracy vs N (``bon`` and the main job)."""
@@ -69,7 +69,7 @@ def candidate_pools(
     """
     from .checkers import vote_key
     from .label import judge_by_kind
-    from .search.bon import Candidate
+    from .search.bon import Candidate, mean_token_probability
 
     judge = judge or judge_by_kind()
     pools: dict[str, list[Candidate]] = {pid: [] for pid in order}
@@ -78,7 +78,8 @@ def candidate_pools(
         if p is None:
             raise DataError(f"sample {s.problem_id}#{s.sample_index}: its problem is not among the problems given")
         pools.setdefault(s.problem_id, []).append(
-            Candidate(s.sample_index, vote_key(p.kind, s.text), scores.get(s.key), judge(p, s.text)))
+            Candidate(s.sample_index, vote_key(p.kind, s.text), scores.get(s.key), judge(p, s.text),
+                      mean_token_probability(s.logprobs)))
     return pools
 
 

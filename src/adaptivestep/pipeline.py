@@ -144,7 +144,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     curves = bon_curves(full, ev.rules, resamples=ev.resamples, seed=cfg.seed)
     def paired_at(n: int) -> dict[str, Any]:
         return {rule: asdict(bon_vs_majority(full, rule, n, seed=cfg.seed)) for rule in ev.rules
-                if rule.startswith("prm-")}
+                if rule.startswith("prm-") or rule == "confidence"}
 
     paired = paired_at(ev.n)
     smaller = {str(n): paired_at(n) for n in SMALLER_PAIRED_N if n < ev.n}  # does the gap grow with N?

@@ -183,7 +183,9 @@ def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray]) -> dict[str, 
 
 def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
     """Zero-training scorers from the policy's own token log-probs (as probabilities in (0, 1])."""
-    mean = [[float(np.exp(np.mean([x for s in i.step_logprobs for x in s])))] * len(i.steps) for i in items]
+    from ..search.bon import mean_token_probability
+
+    mean = [[mean_token_probability([x for s in i.step_logprobs for x in s]) or 0.0] * len(i.steps) for i in items]
     step_mean = [[float(np.exp(np.mean(s))) if s else 1.0 for s in i.step_logprobs] for i in items]
     return {"confidence-mean": mean, "confidence-min": step_mean}
 

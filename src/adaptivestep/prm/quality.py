@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..search.aggregate import aggregate
-from ..search.bon import Candidate
+from ..search.bon import Candidate, get_rule
 from ..search.estimate import build_pool, exact_accuracy
 from .data import roc_auc
 
@@ -74,7 +74,7 @@ def bon_vs_majority(pools: Sequence[Sequence[Candidate]], rule: str, n: int, *, 
     >>> r.acc, r.majority, r.diff
     (1.0, 0.0, 1.0)
     """
-    how = rule[4:] if rule.startswith("prm-") else "min"
+    how = get_rule(rule).how
     acc, maj, orc = [], [], []
     for cands in pools:
         if len(cands) < n:

@@ -19,6 +19,9 @@ Rules (registry :data:`RULES`):
 - ``weighted-majority``: each candidate with an answer and valid scores votes with its aggregated score
   (aggregation ``weighted_how``, default ``min``); the answer with the largest sum wins, and the chosen
   candidate is the highest-scoring one holding it. No such voter -> fallback to ``majority``.
+- ``confidence``: argmax of the policy's own mean token probability of the response
+  (:func:`mean_token_probability`): the zero-training baseline a PRM has to beat. Candidates without one
+  are skipped as above; none at all -> fallback to ``majority``.
 - ``oracle``: the lowest-index correct candidate (pass@N: the pool is solved iff any candidate is correct);
   needs every ``correct`` flag.
 
@@ -51,12 +54,23 @@ class Candidate:
     step_scores: PRM score of each step, in [0, 1]; None when scoring failed. ``[]`` (no steps) is skipped
         by PRM rules like None.
     correct: whether ``answer`` is right (needed by the ``oracle`` rule and the estimators), None = unknown.
+    confidence: the policy's mean token probability of the response (the ``confidence`` rule), None = unknown.
     """
 
     index: int
     answer: str | None
     step_scores: Sequence[float] | None = None
     correct: bool | None = None
+    confidence: float | None = None
+
+
+def mean_token_probability(logprobs: Sequence[float]) -> float | None:
+    """exp(mean token log-prob) of a response: its geometric-mean token probability, None when empty.
+
+    >>> round(mean_token_probability([0.0, -2.0]), 4)
+    0.3679
+    """
+    return float(np.exp(np.mean(logprobs))) if len(logprobs) else None
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class Pool:
     all_flags: bool
     n_answers: int
     how: str | None
+    confidence: np.ndarray  # (n,) mean token probability (the ``confidence`` rule), NaN where unknown
 
 
 def build_pool(cands: Sequence[Candidate], how: str | None = "min") -> Pool:
@@ -126,6 +141,7 @@ def build_pool(cands: Sequence[Candidate], how: str | None = "min") -> Pool:
         all_flags=all(c.correct is not None for c in ordered),
         n_answers=len(classes),
         how=how,
+        confidence=np.array([np.nan if c.confidence is None else float(c.confidence) for c in ordered]),
     )
 
 
@@ -190,6 +206,13 @@ def _prm(pool: Pool, sub: np.ndarray) -> Choice:
     return _with_fallback(pool, sub, col, ~valid.any(axis=1))
 
 
+def _confidence(pool: Pool, sub: np.ndarray) -> Choice:
+    s = pool.confidence[sub]
+    valid = ~np.isnan(s)
+    col = np.where(valid, s, -np.inf).argmax(axis=1)
+    return _with_fallback(pool, sub, col, ~valid.any(axis=1))
+
+
 def _weighted(pool: Pool, sub: np.ndarray) -> Choice:
     col, no_voter = _vote(pool, sub, weighted=True)
     return _with_fallback(pool, sub, col, no_voter)
@@ -215,6 +238,7 @@ RULES: dict[str, Rule] = {
     **{f"prm-{h}": Rule(f"prm-{h}", h, _prm) for h in AGGREGATORS},
     "majority": Rule("majority", None, _majority),
     "weighted-majority": Rule("weighted-majority", "min", _weighted),
+    "confidence": Rule("confidence", None, _confidence),
     "oracle": Rule("oracle", None, _oracle),
 }
 
@@ -267,7 +291,8 @@ def select(
     r = get_rule(rule, weighted_how)
     pool = build_pool(cands, r.how)
     c = r.choose(pool, np.arange(len(pool.indices))[None, :])
-    skipped = tuple(int(i) for i in pool.indices[np.isnan(pool.score)]) if r.how is not None else ()
+    unscored = pool.score if r.how is not None else pool.confidence if rule == "confidence" else None
+    skipped = tuple(int(i) for i in pool.indices[np.isnan(unscored)]) if unscored is not None else ()
     note = ""
     if c.fallback[0]:
         note = f"{rule}: no candidate could be scored ({len(skipped)} skipped); used majority vote"
