@@ -74,3 +74,23 @@ def test_embedded_prm_names_what_is_shipped(monkeypatch: pytest.MonkeyPatch, tmp
     assert shipped.head_dir("embedded:gsm8k") == tmp_path / "gsm8k-easy" / "head"
     with pytest.raises(ValueError, match="task 'humaneval'.*shipped: \\['gsm8k'\\]"):
         shipped.head_dir("embedded:humaneval")
+
+
+def test_the_main_job_splits_at_the_shipped_corpus_tau_only_where_it_trains_on_it() -> None:
+    from adaptivestep.config import load_config
+    from adaptivestep.pipeline import _shipped_tau
+    from adaptivestep.prm.shipped import shipped_tau
+
+    d = corpus_dir("gsm8k")
+    if d is None:
+        pytest.skip("no shipped gsm8k corpus in this checkout")
+    card = json.loads((d / "card.json").read_text())
+    assert shipped_tau("embedded", "gsm8k", card["spec"]["break_rate"]) == card["tau"]
+    assert shipped_tau("embedded", "gsm8k", card["spec"]["break_rate"] / 2) is None  # another quantile
+    assert shipped_tau("none", "gsm8k", card["spec"]["break_rate"]) is None
+    assert shipped_tau("embedded", "humaneval", 0.02) is None
+    cfg = load_config(None)
+    assert cfg.prm.corpus == "embedded" and _shipped_tau(cfg) == card["tau"]
+    for change in ({"prm.corpus": "none"}, {"split.method": "newline"}, {"split.tau": 0.1},
+                   {"policy.model": "other.gguf"}):
+        assert _shipped_tau(load_config(None, overrides=change)) is None, change

@@ -57,6 +57,17 @@ def _split(samples: list[Sample], out: Path, cfg: SplitStage, tau: float | None)
     return splits
 
 
+def _shipped_tau(cfg: RunConfig) -> float | None:
+    """The shipped corpus' tau when the PRM trains on that corpus, the split is AdaptiveStep's with no fixed
+    tau, and the policy is the one the corpus was sampled from: one step granularity for all training data
+    and for the responses the PRM scores."""
+    from .prm.shipped import shipped_tau
+
+    if cfg.split.method != "confidence" or cfg.split.tau is not None or cfg.policy.model != "default":
+        return None
+    return shipped_tau(cfg.prm.corpus, cfg.data.task, cfg.split.break_rate)
+
+
 def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float | None, dict[str, Any]]:
     """Sample training questions, split them, label every step. Returns (tau, cost figures)."""
     from .checkers import get_checker
@@ -68,11 +79,12 @@ def stage_train_data(cfg: RunConfig, backend: Backend, rd: Path) -> tuple[float 
     figs = {"sample": _sample(backend, problems, d / "samples.jsonl", cfg.sample)}
     ids = {p.id for p in problems}  # a file from an earlier, larger run may hold more questions
     samples = [s for s in read_records(d / "samples.jsonl", Sample, tolerate_torn_tail=True) if s.problem_id in ids]
-    splits = _split(samples, d / "split.jsonl", cfg.split, None)
-    tau = splits[0].threshold if splits else None
+    shipped = _shipped_tau(cfg)
+    splits = _split(samples, d / "split.jsonl", cfg.split, shipped)
+    tau = splits[0].threshold if splits else shipped
     n_steps = sum(len(s.boundaries) for s in splits)
     _say(f"2/5 split {len(splits)} responses by {cfg.split.method}: {n_steps / max(1, len(splits)):.2f} steps each"
-         + (f", tau = {tau:.4f}" if tau is not None else ""))
+         + (f", tau = {tau:.4f}" if tau is not None else "") + (" (the shipped corpus' tau)" if shipped else ""))
     checker = get_checker(_task_kind(problems))
     _say(f"3/5 labelling every step with {cfg.label.rollouts} rollouts (savers: {cfg.label.savers})")
     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ backbone is an embedded model name, so it loads on any machine with the package)
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +40,24 @@ def resolve_corpus(spec: str | None, task: str) -> Path | None:
     if not p.exists():
         raise ValueError(f"prm.corpus: {p} does not exist (use 'embedded', 'none' or a labelled JSONL file)")
     return p
+
+
+def shipped_tau(spec: str | None, task: str, break_rate: float) -> float | None:
+    """The confidence threshold the shipped corpus of ``task`` was split at, when ``spec`` names it
+    ("embedded") and its card's break rate is ``break_rate``; else None.
+
+    A PRM trained mostly on that corpus should see steps cut the same way in the run's own training data and
+    in the responses it scores; the corpus' tau is also the better estimate of the quantile (tens of thousands
+    of tokens against a run's few thousand). Only meaningful for the policy the corpus was sampled from (the
+    embedded default): the caller checks that.
+    """
+    d = corpus_dir(task) if spec == "embedded" else None
+    if d is None or not (d / "card.json").exists():
+        return None
+    card = json.loads((d / "card.json").read_text())
+    if card.get("tau") is None or card.get("spec", {}).get("break_rate") != break_rate:
+        return None
+    return float(card["tau"])
 
 
 def head_dir(spec: str) -> Path:
