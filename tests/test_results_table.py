@@ -45,3 +45,9 @@ def test_smaller_n_rows_come_before_the_pool_size_row():
     res = {**_res({"prm-min": at4}, {}), "pool_size": 4, "prm_minus_majority_at": {"2": {"prm-min": at2}}}
     t = results_table(res)
     assert t.index("| prm-min - majority @ N=2 |") < t.index("| prm-min - majority @ N=4 | +100.0 |")
+
+
+def test_response_auc_row_names_each_score():
+    res = {**_res({}, {}), "response_auc": {"min": 0.61, "last": 0.7, "confidence": 0.745}}
+    t = results_table(res)
+    assert "| prm-min | prm-last | confidence |" in t and "| held-apart candidates | 0.610 | 0.700 | 0.745 |" in t

@@ -120,7 +120,8 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
     from .checkers import get_checker
     from .prm.model import PRM
-    from .prm.quality import bon_vs_majority, paired_bootstrap
+    from .prm.quality import bon_vs_majority, paired_bootstrap, response_auc
+    from .search.aggregate import AGGREGATORS
     from .search.estimate import bootstrap_ci
 
     problems = load_problem_set(cfg.data.problem_set("eval"))
@@ -160,6 +161,11 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
 
     paired = paired_at(ev.n)
     smaller = {str(n): paired_at(n) for n in SMALLER_PAIRED_N if n < ev.n}  # does the gap grow with N?
+    every = [c for cs in pools.values() for c in cs if c.step_scores is not None]
+    ranked = {how: response_auc([c.step_scores for c in every], [bool(c.correct) for c in every], how)
+              for how in AGGREGATORS}
+    known = [c for c in every if c.confidence is not None]
+    ranked["confidence"] = response_auc([[c.confidence] for c in known], [bool(c.correct) for c in known], "min")
 
     greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
     tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
@@ -184,6 +190,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
         "curves": {rule: [asdict(pt) for pt in pts] for rule, pts in curves.items()},
         "prm_minus_majority": paired,
         "prm_minus_majority_at": smaller,
+        "response_auc": ranked,  # how well each score ranks all candidates by final correctness
         "figures": figs,
     }
 
@@ -222,6 +229,12 @@ def results_table(res: dict[str, Any]) -> str:
         for name, d in diffs:
             out.append(f"| {name} | {100 * d['diff']:+.1f} | [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] "
                        f"| {d['questions']} |")
+    auc = res.get("response_auc") or {}
+    if auc:
+        out += ["", "| response AUC (every candidate's score vs its correctness) | "
+                + " | ".join(f"prm-{k}" if k != "confidence" else k for k in auc) + " |",
+                "|---|" + "---|" * len(auc),
+                "| held-apart candidates | " + " | ".join(f"{v:.3f}" for v in auc.values()) + " |"]
     return "\n".join(out)
 
 
