@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from adaptivestep.backends.base import Backend, GenRequest, SamplingConfig
-from adaptivestep.backends.llamacpp import LlamaCppBackend
+from adaptivestep.backends.llamacpp import LlamaCppBackend, cpu_has_amx
 from adaptivestep.embedded_models import ModelError, embedded_model_path
 
 pytestmark = pytest.mark.integration
@@ -225,6 +225,7 @@ def test_fast_mode_generates_with_one_prefix_evaluation(smol: LlamaCppBackend) -
     fast = LlamaCppBackend(smol.model_id, n_ctx=512, n_seq_max=8, exact=False, n_threads=THREADS)
     try:
         assert not fast.exact and fast.rows_per_decode == fast.n_batch
+        assert fast.extra_bufts is not cpu_has_amx()  # AMX's weight buffer crashes llama_decode (docstring)
         p = _prompt(fast, "Describe a dog.")
         gens = fast.generate([GenRequest(p, n=8, seed=2, config=SamplingConfig(max_tokens=6))])[0]
         assert [g.prompt_tokens_evaluated for g in gens] == [len(p)] + [0] * 7

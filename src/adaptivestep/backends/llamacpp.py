@@ -125,6 +125,26 @@ class _Cont:
     finish: str | None = None
 
 
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has Intel AMX tiles (the ``amx_tile`` flag of Linux's ``/proc/cpuinfo``; False where
+    that file is absent). ``cpuinfo``: the file's text, for tests.
+
+    >>> cpu_has_amx("flags : fpu avx512f amx_bf16 amx_tile amx_int8")
+    True
+    >>> cpu_has_amx("flags : fpu avx2")
+    False
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    return any(
+        line.split(":", 1)[0].strip() == "flags" and "amx_tile" in line.split(":", 1)[-1].split()
+        for line in cpuinfo.splitlines()
+    )
+
+
 def _lcp(a: Sequence[int], b: Sequence[int], cap: int) -> int:
     """Length of the common prefix of ``a`` and ``b``, at most ``cap``.
 
@@ -151,7 +171,10 @@ class LlamaCppBackend:
     n_batch: most tokens per ``llama_decode`` call when ``exact=False`` (must be >= ``n_seq_max``).
     n_seq_max: most continuations decoded together (and prefixes kept for reuse).
     exact: logits independent of batching, chunking and threads (see the module docstring); False = llama.cpp
-        defaults, faster, not invariant.
+        defaults, faster, not invariant. One default is left off: on a CPU with Intel AMX, ggml's AMX weight
+        buffer (one of the "extra" buffer types) crashes ``llama_decode`` with a segmentation fault in this
+        build (seen with both embedded models; llama.cpp issue 20824 reports a crash in
+        ``ggml_backend_amx_mul_mat``), so there ``exact=False`` keeps plain weights (``extra_bufts`` False).
     n_gpu_layers: layers offloaded to a GPU build of llama.cpp (0 = CPU).
     """
 
@@ -184,7 +207,9 @@ class LlamaCppBackend:
 
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
-        mparams.use_extra_bufts = not exact  # repacked weights switch kernels from 4 rows on
+        # repacked weights switch kernels from 4 rows on; AMX's crashes (see the class docstring)
+        self.extra_bufts = not exact and not cpu_has_amx()
+        mparams.use_extra_bufts = self.extra_bufts
         self._model = lc.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise RuntimeError(f"LlamaCppBackend: llama.cpp could not load {path} (not a GGUF model?)")
