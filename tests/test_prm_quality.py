@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from adaptivestep.bench.corpus import select_questions, solution_lines
-from adaptivestep.prm.quality import bon_vs_majority, learning_curve_subsets, paired_bootstrap, response_auc
+from adaptivestep.prm.quality import (
+    bon_vs_majority,
+    learning_curve_subsets,
+    paired_bootstrap,
+    response_auc,
+    within_question_auc,
+)
 from adaptivestep.records import Problem
 from adaptivestep.search.bon import Candidate
 
@@ -123,3 +129,19 @@ def test_fold_mean_step_auc_ranks_within_each_head_only() -> None:
     m = metrics(items, scores, folds=folds)
     assert m["step_auc_fold_mean"] == 1.0 and m["step_auc"] < 1.0
     assert "step_auc_fold_mean" not in metrics(items, scores)
+
+
+def test_within_question_auc_ignores_what_separates_questions() -> None:
+    # a score that only knows which question is easy: pooled it looks useful, inside a question it is a coin
+    groups = ["easy"] * 4 + ["hard"] * 4
+    scores = [[0.9]] * 4 + [[0.1]] * 4
+    correct = [True, True, True, False, True, False, False, False]
+    assert response_auc(scores, correct, "min") == 0.75
+    assert within_question_auc(groups, scores, correct, "min") == (0.5, 2)
+    # and one that ranks the wrong response first in the easy question
+    scores[3] = [0.95]
+    assert within_question_auc(groups, scores, correct, "min") == ((0.0 + 0.5) / 2, 2)
+    # a question whose responses are all right (or all wrong) says nothing about ranking and is left out
+    assert within_question_auc(["a", "a"], [[0.1], [0.9]], [True, True], "min") != within_question_auc(
+        ["a", "a"], [[0.1], [0.9]], [True, False], "min")
+    assert within_question_auc(["a", "a"], [[0.1], [0.9]], [True, True], "min")[1] == 0

@@ -51,3 +51,10 @@ def test_response_auc_row_names_each_score():
     res = {**_res({}, {}), "response_auc": {"min": 0.61, "last": 0.7, "confidence": 0.745}}
     t = results_table(res)
     assert "| prm-min | prm-last | confidence |" in t and "| held-apart candidates | 0.610 | 0.700 | 0.745 |" in t
+
+
+def test_within_question_auc_row_follows_the_pooled_one():
+    res = {**_res({}, {}), "response_auc": {"min": 0.61, "confidence": 0.745},
+           "response_auc_within": {"min": {"auc": 0.55, "questions": 7}, "confidence": {"auc": 0.6, "questions": 7}}}
+    t = results_table(res)
+    assert t.index("| held-apart candidates |") < t.index("| within one question (7 with right and wrong candidates) | 0.550 | 0.600 |")

@@ -120,7 +120,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
     from .checkers import get_checker
     from .prm.model import PRM
-    from .prm.quality import bon_vs_majority, paired_bootstrap, response_auc
+    from .prm.quality import bon_vs_majority, paired_bootstrap, response_auc, within_question_auc
     from .search.aggregate import AGGREGATORS
     from .search.estimate import bootstrap_ci
 
@@ -166,6 +166,11 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
               for how in AGGREGATORS}
     known = [c for c in every if c.confidence is not None]
     ranked["confidence"] = response_auc([[c.confidence] for c in known], [bool(c.correct) for c in known], "min")
+    qid = {id(c): q for q, cs in pools.items() for c in cs}
+    within = {how: within_question_auc([qid[id(c)] for c in every], [c.step_scores for c in every],
+                                       [bool(c.correct) for c in every], how) for how in AGGREGATORS}
+    within["confidence"] = within_question_auc([qid[id(c)] for c in known], [[c.confidence] for c in known],
+                                               [bool(c.correct) for c in known], "min")
 
     greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
     tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
@@ -191,6 +196,8 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
         "prm_minus_majority": paired,
         "prm_minus_majority_at": smaller,
         "response_auc": ranked,  # how well each score ranks all candidates by final correctness
+        # ... and one question's candidates among themselves (what Best-of-N needs): AUC, mixed questions
+        "response_auc_within": {k: {"auc": a, "questions": q} for k, (a, q) in within.items()},
         "figures": figs,
     }
 
@@ -235,6 +242,11 @@ def results_table(res: dict[str, Any]) -> str:
                 + " | ".join(f"prm-{k}" if k != "confidence" else k for k in auc) + " |",
                 "|---|" + "---|" * len(auc),
                 "| held-apart candidates | " + " | ".join(f"{v:.3f}" for v in auc.values()) + " |"]
+        within = res.get("response_auc_within") or {}
+        if within and any(w["questions"] for w in within.values()):
+            q = max(w["questions"] for w in within.values())
+            out.append(f"| within one question ({q} with right and wrong candidates) | "
+                       + " | ".join(f"{within[k]['auc']:.3f}" if k in within else "-" for k in auc) + " |")
     return "\n".join(out)
 
 

@@ -113,6 +113,7 @@ def test_main_job_quick(tmp_path: Path) -> None:
     assert "| prm-min - majority @ N=4 |" in r.stdout and "TVD - greedy" in r.stdout
     assert "| confidence - majority @ N=4 |" in r.stdout  # the zero-training baseline, paired the same way
     assert set(res["response_auc"]) == {"min", "mean", "last", "prod", "confidence"}
+    assert set(res["response_auc_within"]) == set(res["response_auc"])
     from adaptivestep.prm.shipped import corpus_dir
 
     if corpus_dir("gsm8k") is not None:  # the PRM trains on the shipped corpus beside the run's own labels

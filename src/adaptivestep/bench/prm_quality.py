@@ -6,7 +6,8 @@ question's responses always together) and every response of the held-out fold is
 is predicted once per size by a PRM that never saw its question. Reported per size and scorer:
 
 - step AUC (step scores vs the rollout labels of held-out steps);
-- response AUC (aggregated score vs final correctness) for min / mean / last / prod;
+- response AUC (aggregated score vs final correctness) for min / mean / last / prod, over all responses and
+  within each question (only a question's own responses compared: what Best-of-N asks of a score);
 - Best-of-N at N = pool size (the corpus' responses per question) against majority vote on the same pools,
   exact over subsets, with a paired bootstrap 95% interval of the difference.
 
@@ -198,7 +199,7 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
     calibrated alike; with ``folds`` (each item's fold) ``step_auc_fold_mean`` is the mean of the folds' own
     step AUCs (ranking within one head only; folds whose steps are all one class are left out)."""
     from ..prm.data import roc_auc
-    from ..prm.quality import bon_vs_majority, response_auc
+    from ..prm.quality import bon_vs_majority, response_auc, within_question_auc
     from ..search.bon import Candidate
 
     out: dict[str, Any] = {}
@@ -216,6 +217,7 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
     correct = [i.correct for i in items]
     for how in RULES:
         out[f"response_auc_{how}"] = response_auc(scores, correct, how)
+        out[f"within_question_auc_{how}"] = within_question_auc([i.problem_id for i in items], scores, correct, how)[0]
     pools: dict[str, list[Candidate]] = {}
     for it, sc in zip(items, scores):
         pools.setdefault(it.problem_id, []).append(Candidate(it.sample_index, it.vote, sc, it.correct))
@@ -271,7 +273,8 @@ def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes:
 def _fmt(m: dict[str, Any]) -> str:
     b = m["bon_min"]
     return (f"step AUC {m.get('step_auc', float('nan')):.3f} (per fold {m.get('step_auc_fold_mean', float('nan')):.3f}) | response AUC min {m['response_auc_min']:.3f} "
-            f"last {m['response_auc_last']:.3f} mean {m['response_auc_mean']:.3f} | BoN@{b['n']} min "
+            f"last {m['response_auc_last']:.3f} mean {m['response_auc_mean']:.3f} (within a question: min "
+            f"{m['within_question_auc_min']:.3f} prod {m['within_question_auc_prod']:.3f}) | BoN@{b['n']} min "
             f"{100 * b['acc']:.1f}% vs majority {100 * b['majority']:.1f}% (diff {100 * b['diff']:+.1f} "
             f"[{100 * b['lo']:+.1f}, {100 * b['hi']:+.1f}], {b['questions']} q; oracle {100 * b['oracle']:.1f}%)")
 
@@ -341,6 +344,7 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_step_auc"] = m.get("step_auc")
             out[f"{key}_step_auc_fold_mean"] = m.get("step_auc_fold_mean")
             out[f"{key}_response_auc_min"] = m["response_auc_min"]
+            out[f"{key}_within_question_auc_min"] = m["within_question_auc_min"]
             out[f"{key}_bon_min_minus_majority"] = m["bon_min"]["diff"]
     return out
 

@@ -1,6 +1,8 @@
 """How good a PRM is, measured the way a user of it cares about: pure functions, no model.
 
 - :func:`response_auc`: aggregated step scores vs final correctness (does the PRM rank right answers higher?);
+- :func:`within_question_auc`: the same, but only candidates of one question compared with each other (what
+  Best-of-N asks of a score; a pooled AUC also rewards knowing which *questions* are easy);
 - :func:`bon_vs_majority`: Best-of-N accuracy of a scoring rule and of majority vote on the same pools, per
   question (exact expectation over all N-subsets of each pool), and their paired difference with a
   bootstrap interval over questions;
@@ -30,6 +32,29 @@ def response_auc(step_scores: Sequence[Sequence[float]], correct: Sequence[bool]
     keep = [i for i, s in enumerate(step_scores) if len(s)]
     agg = [aggregate(list(step_scores[i]), how) for i in keep]
     return roc_auc(np.asarray(agg), np.asarray([float(correct[i]) for i in keep]))
+
+
+def within_question_auc(groups: Sequence[str], step_scores: Sequence[Sequence[float]], correct: Sequence[bool],
+                        how: str = "min") -> tuple[float, int]:
+    """Mean over questions of the AUC among one question's own responses (aggregated score vs correctness),
+    and how many questions it averages: only those with both a right and a wrong scored response. Ties count
+    one half, as in a random tie-break. (nan, 0) when no question is mixed.
+
+    >>> within_question_auc(["a", "a", "b", "b", "b"], [[0.2], [0.1], [0.9], [0.8], [0.7]],
+    ...                     [True, False, True, False, True])
+    (0.75, 2)
+    """
+    by: dict[str, list[tuple[float, bool]]] = {}
+    for g, sc, ok in zip(groups, step_scores, correct):
+        if len(sc):
+            by.setdefault(g, []).append((aggregate(list(sc), how), bool(ok)))
+    aucs = []
+    for rows in by.values():
+        pos = [v for v, ok in rows if ok]
+        neg = [v for v, ok in rows if not ok]
+        if pos and neg:
+            aucs.append(float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])))
+    return (float(np.mean(aucs)), len(aucs)) if aucs else (float("nan"), 0)
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
