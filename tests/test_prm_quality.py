@@ -52,6 +52,18 @@ def test_response_auc_and_bon_vs_majority() -> None:
     assert bon_vs_majority(pools, "prm-min", 5).questions == 0  # no pool that large
 
 
+def test_weighted_majority_gets_a_paired_row_against_majority() -> None:
+    from adaptivestep.pipeline import paired_rules
+
+    # prm-min trusts the one high score ("4"); the score-weighted vote sums the two "9"s and is right
+    pool = [Candidate(0, "9", [0.6], True), Candidate(1, "9", [0.5], True), Candidate(2, "4", [0.7], False),
+            Candidate(3, "1", [0.1], False)]
+    assert bon_vs_majority([pool], "prm-min", 4).acc == 0.0
+    w = bon_vs_majority([pool], "weighted-majority", 4)
+    assert (w.acc, w.majority, w.diff, w.questions) == (1.0, 1.0, 0.0, 1)
+    assert paired_rules(["majority", "prm-min", "weighted-majority", "oracle"]) == ["prm-min", "weighted-majority"]
+
+
 def test_paired_bootstrap_interval_brackets_the_mean() -> None:
     rng = np.random.default_rng(1)
     a = rng.random(200)

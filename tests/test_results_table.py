@@ -58,3 +58,12 @@ def test_within_question_auc_row_follows_the_pooled_one():
            "response_auc_within": {"min": {"auc": 0.55, "questions": 7}, "confidence": {"auc": 0.6, "questions": 7}}}
     t = results_table(res)
     assert t.index("| held-apart candidates |") < t.index("| within one question (7 with right and wrong candidates) | 0.550 | 0.600 |")
+
+
+def test_tvd_row_is_left_out_when_tvd_did_not_run():
+    nan = float("nan")
+    off = {"mean": nan, "lo": nan, "hi": nan, "n": 0}
+    res = {**_res({}, {}), "tvd": {**off, "greedy_same_questions": off, "minus_greedy": {}}}
+    t = results_table(res)
+    assert "TVD" not in t and "| greedy | 50.0% |" in t
+    assert "| TVD (greedy on same 4 q: 50.0%) | 50.0% |" in results_table(_res({}, {}))

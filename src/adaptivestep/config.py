@@ -86,7 +86,8 @@ class PRMStage(TrainConfig):
 class EvalStage:
     """n: candidates per eval question (the Best-of-N pool). rules: selection rules compared.
     tvd_threshold / tvd_k: TVD settings (None = the paper's threshold: 0.55 math, 0.28 code; k = 8).
-    tvd_limit: eval questions decoded with TVD (None = all). resamples: random subsets per N for accuracy-vs-N."""
+    tvd_limit: eval questions decoded with TVD (None = all, 0 = TVD off).
+    resamples: random subsets per N for accuracy-vs-N."""
 
     n: int = 4
     max_tokens: int = 400

@@ -116,6 +116,15 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
 SMALLER_PAIRED_N = (4,)  # paired PRM - majority rows at these N too, when the pool is larger
 
 
+def paired_rules(rules: list[str]) -> list[str]:
+    """The rules given a paired row against majority vote: every scored rule (not majority or oracle).
+
+    >>> paired_rules(["majority", "prm-min", "weighted-majority", "confidence", "oracle"])
+    ['prm-min', 'weighted-majority', 'confidence']
+    """
+    return [r for r in rules if r not in ("majority", "oracle")]
+
+
 def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) -> dict[str, Any]:
     """Candidates, greedy and TVD on held-apart questions; every rule's accuracy with a 95% interval."""
     from .checkers import get_checker
@@ -156,8 +165,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
     full = full_pools(pools, ev.n)
     curves = bon_curves(full, ev.rules, resamples=ev.resamples, seed=cfg.seed)
     def paired_at(n: int) -> dict[str, Any]:
-        return {rule: asdict(bon_vs_majority(full, rule, n, seed=cfg.seed)) for rule in ev.rules
-                if rule.startswith("prm-") or rule == "confidence"}
+        return {rule: asdict(bon_vs_majority(full, rule, n, seed=cfg.seed)) for rule in paired_rules(ev.rules)}
 
     paired = paired_at(ev.n)
     smaller = {str(n): paired_at(n) for n in SMALLER_PAIRED_N if n < ev.n}  # does the gap grow with N?
@@ -173,7 +181,7 @@ def stage_eval(cfg: RunConfig, backend: Backend, rd: Path, tau: float | None) ->
                                                [bool(c.correct) for c in known], "min")
 
     greedy_ok = [float(judge(p, greedy[p.id].text)) if p.id in greedy else 0.0 for p in problems]
-    tvd_probs = problems[: ev.tvd_limit] if ev.tvd_limit else problems
+    tvd_probs = problems if ev.tvd_limit is None else problems[: ev.tvd_limit]  # 0 = TVD off
     t0 = time.perf_counter()
     tvd = tvd_problems(backend, prm, tvd_probs, d / "tvd.jsonl", judge=judge, prm=str(rd / "prm"), progress=True,
                        config=lambda k: tvd_config_for(k, ev.tvd_threshold, k=ev.tvd_k, max_tokens=ev.max_tokens))
@@ -219,7 +227,8 @@ def results_table(res: dict[str, Any]) -> str:
             rows.append((f"{rule} @ N={n}", {"mean": last[0]["mean"], "lo": last[0]["lo"], "hi": last[0]["hi"],
                                                "n": last[0]["n_questions"]}))
     t = res["tvd"]
-    rows.append((f"TVD (greedy on same {t['n']} q: {100 * t['greedy_same_questions']['mean']:.1f}%)", t))
+    if t["n"]:  # eval.tvd_limit 0 leaves TVD out
+        rows.append((f"TVD (greedy on same {t['n']} q: {100 * t['greedy_same_questions']['mean']:.1f}%)", t))
     out = ["| method | accuracy | 95% CI | questions |", "|---|---|---|---|"]
     for name, r in rows:
         out.append(f"| {name} | {100 * r['mean']:.1f}% | [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] | {r['n']} |")
