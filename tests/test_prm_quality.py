@@ -157,3 +157,34 @@ def test_within_question_auc_ignores_what_separates_questions() -> None:
     assert within_question_auc(["a", "a"], [[0.1], [0.9]], [True, True], "min") != within_question_auc(
         ["a", "a"], [[0.1], [0.9]], [True, False], "min")
     assert within_question_auc(["a", "a"], [[0.1], [0.9]], [True, True], "min")[1] == 0
+
+
+def test_bench_metrics_give_weighted_majority_a_paired_row() -> None:
+    """Two wrong answers agree, one right answer scores high: the vote is wrong, the weighted vote is right."""
+    from adaptivestep.bench.prm_quality import Item, metrics
+
+    items = [Item("q", 0, "q", ["s"], [], True, "7", [[-1.0]]),
+             Item("q", 1, "q", ["s"], [], False, "3", [[-1.0]]),
+             Item("q", 2, "q", ["s"], [], False, "3", [[-1.0]])]
+    m = metrics(items, [[0.95], [0.2], [0.3]], n=3)
+    w = m["bon_weighted_majority"]
+    assert (w["acc"], w["majority"], w["diff"], w["questions"]) == (1.0, 0.0, 1.0, 1)
+    tied = metrics(items, [[0.95], [0.9], [0.9]], n=3)["bon_weighted_majority"]
+    assert tied["acc"] == 0.0  # 1.8 > 0.95: agreement still wins when the scores do not disagree enough
+
+
+def test_the_shipped_corpus_reads_as_items_without_its_samples() -> None:
+    from adaptivestep.bench.prm_quality import confidence_scores, corpus_tau, is_shipped, shipped_items
+    from adaptivestep.prm.shipped import corpus_dir, shipped_tau
+
+    d = corpus_dir("gsm8k")
+    assert d is not None and is_shipped(d)
+    items = shipped_items(d)
+    assert len({i.problem_id for i in items}) >= 10 and all(i.problem_id.startswith("gsm8k/train/") for i in items)
+    assert all(len(i.labels) == len(i.steps) > 0 and i.step_logprobs == [] for i in items)
+    assert sum(i.vote is not None for i in items) > 0.8 * len(items)  # the vote key is read from the text
+    assert any(i.correct for i in items) and not all(i.correct for i in items)
+    assert confidence_scores(items) == {}  # no log-probs shipped: no confidence rows rather than fake ones
+    assert corpus_tau(d) == shipped_tau("embedded", "gsm8k", 0.02)
+    replayed = shipped_items(d, saver="first-error")
+    assert sum(i.label_tokens for i in replayed) <= sum(i.label_tokens for i in items)

@@ -16,6 +16,7 @@ Scorers: ``prm:<backbone>`` (head on the step labels, L2 chosen by inner cross-v
 ``confidence-mean`` / ``confidence-min`` (mean token log-prob of the response / lowest step-mean log-prob).
 With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-apart questions), heads
 trained on the whole corpus score those candidates too: that table is the one to quote.
+``--corpus embedded`` runs it on the corpus the package ships (its labels only: no confidence rows).
 """
 
 from __future__ import annotations
@@ -102,6 +103,42 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
     return out
 
 
+def shipped_items(corpus: Path, method: str = "confidence", saver: str = "early-stop") -> list[Item]:
+    """Items of a corpus as the package ships it (``labels.jsonl.gz`` and ``card.json``, no samples or problems).
+
+    Steps are the records' completions and the vote is the math answer of their joined text (every shipped
+    corpus is math: its records carry a ``gold`` answer, checked). The token log-probs are not shipped, so the
+    items have none and the confidence scorers are left out."""
+    from ..checkers import vote_key
+    from ..jsonl import read_records
+    from ..records import LabeledRecord
+
+    out = []
+    for r in read_records(corpus / "labels.jsonl.gz", LabeledRecord):
+        if r.method != method:
+            continue
+        if "gold" not in r.meta:
+            raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
+                             "corpora can be read without their samples (build the folder with `bench corpus`)")
+        labels, tokens = list(r.hard_labels or r.labels), int(r.cost.get("generated_tokens", 0))
+        if saver == "first-error":
+            labels, tokens = replay_first_error(labels, bool(r.final_correct), [x.tokens for x in r.rollouts])
+        out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), labels, bool(r.final_correct),
+                        vote_key("math", "".join(r.completions)), [], tokens))
+    return out
+
+
+def is_shipped(corpus: Path, method: str = "confidence") -> bool:
+    """Whether ``corpus`` is in the shipped layout (labels.jsonl.gz) rather than a `bench corpus` folder."""
+    return not (corpus / f"labels-{method}.jsonl").exists() and (corpus / "labels.jsonl.gz").exists()
+
+
+def corpus_tau(corpus: Path) -> float:
+    """The tau a corpus was split at: ``tau.json`` of a `bench corpus` folder, else the shipped ``card.json``."""
+    f = corpus / "tau.json"
+    return float(json.loads((f if f.exists() else corpus / "card.json").read_text())["tau"])
+
+
 def first_questions(items: list[Item], corpus: Path, count: int) -> list[Item]:
     """The items of the corpus' first ``count`` questions (``problems.jsonl`` order: the corpus' own order, in
     which its newline baseline labels a prefix), so two label sets compare on the same questions."""
@@ -183,8 +220,12 @@ def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray]) -> dict[str, 
 
 
 def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
-    """Zero-training scorers from the policy's own token log-probs (as probabilities in (0, 1])."""
+    """Zero-training scorers from the policy's own token log-probs (as probabilities in (0, 1]); none when an
+    item has no log-probs (a shipped corpus)."""
     from ..search.bon import mean_token_probability
+
+    if not all(i.step_logprobs for i in items):
+        return {}
 
     mean = [[mean_token_probability([x for s in i.step_logprobs for x in s]) or 0.0] * len(i.steps) for i in items]
     step_mean = [[float(np.exp(np.mean(s))) if s else 1.0 for s in i.step_logprobs] for i in items]
@@ -226,6 +267,8 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
     for how in RULES:
         r = bon_vs_majority(list(pools.values()), f"prm-{how}", n, seed=seed)
         out[f"bon_{how}"] = asdict(r)
+    # the vote weighted by prm-min: the score breaks ties between answers instead of overruling the vote
+    out["bon_weighted_majority"] = asdict(bon_vs_majority(list(pools.values()), "weighted-majority", n, seed=seed))
     return out
 
 
@@ -276,22 +319,32 @@ def _fmt(m: dict[str, Any]) -> str:
             f"last {m['response_auc_last']:.3f} mean {m['response_auc_mean']:.3f} (within a question: min "
             f"{m['within_question_auc_min']:.3f} prod {m['within_question_auc_prod']:.3f}) | BoN@{b['n']} min "
             f"{100 * b['acc']:.1f}% vs majority {100 * b['majority']:.1f}% (diff {100 * b['diff']:+.1f} "
-            f"[{100 * b['lo']:+.1f}, {100 * b['hi']:+.1f}], {b['questions']} q; oracle {100 * b['oracle']:.1f}%)")
+            f"[{100 * b['lo']:+.1f}, {100 * b['hi']:+.1f}], {b['questions']} q; oracle {100 * b['oracle']:.1f}%)"
+            + (f" | weighted-majority {100 * w['diff']:+.1f} [{100 * w['lo']:+.1f}, {100 * w['hi']:+.1f}]"
+               if (w := m.get("bon_weighted_majority")) and w["questions"] else ""))
 
 
 def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int, seed: int,
         eval_dir: Path | None, method: str = "confidence", questions: int | None = None,
-        saver: str = "early-stop", unregularised: bool = False) -> dict[str, Any]:
+        saver: str = "early-stop", unregularised: bool = False, cache: Path | None = None) -> dict[str, Any]:
+    """The learning curve on ``corpus`` (a `bench corpus` folder or a shipped one); features are cached in
+    ``cache`` (default: the corpus' ``features/``, or ``runs/prm-quality-features`` for a shipped corpus)."""
     t0 = time.perf_counter()
+    shipped = is_shipped(corpus, method)
+    if shipped and (method == "outcome" or questions):
+        raise ValueError(f"{corpus}: a shipped corpus has no samples or problems, so neither --method outcome "
+                         "nor --questions; build the folder with `bench corpus`")
     if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
-        items = candidate_items(corpus, float(json.loads((corpus / "tau.json").read_text())["tau"]))
+        items = candidate_items(corpus, corpus_tau(corpus))
+    elif shipped:
+        items = shipped_items(corpus, method, saver)
     else:
         items = corpus_items(corpus, method, saver)
     if questions:
         items = first_questions(items, corpus, questions)
     if not items:
         raise ValueError(f"{corpus}: no labelled records in labels-{method}.jsonl")
-    cache = corpus / "features"
+    cache = cache or (Path("runs/prm-quality-features") if shipped else corpus / "features")
     feats = {bb: features(items, bb, cache) for bb in backbones}
     print(f"corpus {corpus}: {len(items)} labelled responses, {len({i.problem_id for i in items})} questions, "
           f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
@@ -317,8 +370,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
             if size == min(res["curve"]) or not name.startswith("confidence"):
                 print(f"  {size:4d} responses  {name:28s} {_fmt(m)}")
     if eval_dir is not None:
-        tau = float(json.loads((corpus / "tau.json").read_text())["tau"])
-        ev = candidate_items(eval_dir, tau)
+        ev = candidate_items(eval_dir, corpus_tau(corpus))
         scores = dict(confidence_scores(ev))
         for bb in backbones:
             efe = features(ev, bb, eval_dir / "features")
@@ -346,13 +398,17 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_response_auc_min"] = m["response_auc_min"]
             out[f"{key}_within_question_auc_min"] = m["within_question_auc_min"]
             out[f"{key}_bon_min_minus_majority"] = m["bon_min"]["diff"]
+            out[f"{key}_bon_weighted_majority_minus_majority"] = m["bon_weighted_majority"]["diff"]
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adaptivestep bench prm-quality", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--corpus", default="runs/corpus", help="corpus folder from `adaptivestep bench corpus`")
+    p.add_argument("--corpus", default="runs/corpus",
+                   help="corpus folder from `adaptivestep bench corpus`; 'embedded' = the one the package ships")
+    p.add_argument("--cache", default=None, help="feature cache folder (default: CORPUS/features; "
+                   "runs/prm-quality-features for a shipped corpus)")
     p.add_argument("--method", default="confidence",
                    help="which labels: labels-METHOD.jsonl; 'outcome' = every sampled response, final correctness only")
     p.add_argument("--backbones", nargs="+", default=["smollm2-135m", "default"],
@@ -371,8 +427,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
-    res = run(Path(a.corpus), a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
-              a.questions, a.saver, a.unregularised)
+    corpus = Path(a.corpus)
+    if a.corpus.startswith("embedded"):
+        from ..prm.shipped import SHIPPED, corpus_dir
+
+        task = a.corpus.partition(":")[2] or "gsm8k"
+        found = corpus_dir(task)
+        if found is None:
+            p.error(f"--corpus {a.corpus}: the package ships no corpus for task {task!r} (shipped: {sorted(SHIPPED)})")
+        corpus = found
+    res = run(corpus, a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
+              a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
     summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}
