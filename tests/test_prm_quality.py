@@ -174,17 +174,27 @@ def test_bench_metrics_give_weighted_majority_a_paired_row() -> None:
 
 
 def test_the_shipped_corpus_reads_as_items_without_its_samples() -> None:
-    from adaptivestep.bench.prm_quality import confidence_scores, corpus_tau, is_shipped, shipped_items
+    from adaptivestep.bench.prm_quality import confidence_scores, corpus_items, corpus_tau, is_shipped
     from adaptivestep.prm.shipped import corpus_dir, shipped_tau
 
     d = corpus_dir("gsm8k")
     assert d is not None and is_shipped(d)
-    items = shipped_items(d)
+    items = corpus_items(d)
     assert len({i.problem_id for i in items}) >= 10 and all(i.problem_id.startswith("gsm8k/train/") for i in items)
     assert all(len(i.labels) == len(i.steps) > 0 and i.step_logprobs == [] for i in items)
     assert sum(i.vote is not None for i in items) > 0.8 * len(items)  # the vote key is read from the text
     assert any(i.correct for i in items) and not all(i.correct for i in items)
     assert confidence_scores(items) == {}  # no log-probs shipped: no confidence rows rather than fake ones
     assert corpus_tau(d) == shipped_tau("embedded", "gsm8k", 0.02)
-    replayed = shipped_items(d, saver="first-error")
+    replayed = corpus_items(d, saver="first-error")
     assert sum(i.label_tokens for i in replayed) <= sum(i.label_tokens for i in items)
+    with pytest.raises(ValueError, match="unknown saver"):
+        corpus_items(d, saver="exhaustive")
+
+
+def test_prm_quality_names_the_task_when_no_corpus_is_shipped_for_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptivestep.bench.prm_quality import main
+
+    with pytest.raises(SystemExit):
+        main(["--corpus", "embedded:nosuch", "--quick"])
+    assert "ships no corpus for task 'nosuch'" in capsys.readouterr().err

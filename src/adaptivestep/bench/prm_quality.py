@@ -80,6 +80,10 @@ def replay_first_error(hard: Sequence[float], final_correct: bool, step_tokens: 
 def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-stop") -> list[Item]:
     """Items of a corpus folder: its labelled records joined with their samples (for log-probs).
 
+    A corpus in the shipped layout (:func:`is_shipped`: ``labels.jsonl.gz`` and ``card.json``, no samples or
+    problems) gives items without token log-probs (so no confidence scorers), whose vote is the math answer of
+    the records' joined completions (every shipped corpus is math: its records carry a ``gold`` answer, checked).
+
     saver: ``early-stop`` = the corpus' labels as built; ``first-error`` = the labels and cost that first-error
     search would have given on the same rollouts (:func:`replay_first_error`).
     """
@@ -87,44 +91,30 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
     from ..jsonl import read_records
     from ..records import LabeledRecord, Problem, Sample
 
-    problems = {p.id: p for p in read_records(corpus / "problems.jsonl", Problem)}
-    samples = {s.key: s for s in read_records(corpus / "samples.jsonl", Sample, tolerate_torn_tail=True)}
+    if saver not in ("early-stop", "first-error"):
+        raise ValueError(f"unknown saver {saver!r} (early-stop | first-error)")
+    shipped = is_shipped(corpus, method)
+    if shipped:
+        records = [r for r in read_records(corpus / "labels.jsonl.gz", LabeledRecord) if r.method == method]
+    else:
+        problems = {p.id: p for p in read_records(corpus / "problems.jsonl", Problem)}
+        samples = {s.key: s for s in read_records(corpus / "samples.jsonl", Sample, tolerate_torn_tail=True)}
+        records = list(read_records(corpus / f"labels-{method}.jsonl", LabeledRecord, tolerate_torn_tail=True))
     out = []
-    for r in read_records(corpus / f"labels-{method}.jsonl", LabeledRecord, tolerate_torn_tail=True):
-        s = samples[(r.problem_id, r.sample_index)]
-        kind = problems[r.problem_id].kind
+    for r in records:
         labels, tokens = list(r.hard_labels or r.labels), int(r.cost.get("generated_tokens", 0))
         if saver == "first-error":
             labels, tokens = replay_first_error(labels, bool(r.final_correct), [x.tokens for x in r.rollouts])
-        elif saver != "early-stop":
-            raise ValueError(f"unknown saver {saver!r} (early-stop | first-error)")
+        if shipped:
+            if "gold" not in r.meta:
+                raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
+                                 "corpora can be read without their samples (build the folder with `bench corpus`)")
+            vote, logprobs = vote_key("math", "".join(r.completions)), []
+        else:
+            s = samples[(r.problem_id, r.sample_index)]
+            vote, logprobs = vote_key(problems[r.problem_id].kind, s.text), _step_logprobs(s, r.step_token_ends)
         out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), labels, bool(r.final_correct),
-                        vote_key(kind, s.text), _step_logprobs(s, r.step_token_ends), tokens))
-    return out
-
-
-def shipped_items(corpus: Path, method: str = "confidence", saver: str = "early-stop") -> list[Item]:
-    """Items of a corpus as the package ships it (``labels.jsonl.gz`` and ``card.json``, no samples or problems).
-
-    Steps are the records' completions and the vote is the math answer of their joined text (every shipped
-    corpus is math: its records carry a ``gold`` answer, checked). The token log-probs are not shipped, so the
-    items have none and the confidence scorers are left out."""
-    from ..checkers import vote_key
-    from ..jsonl import read_records
-    from ..records import LabeledRecord
-
-    out = []
-    for r in read_records(corpus / "labels.jsonl.gz", LabeledRecord):
-        if r.method != method:
-            continue
-        if "gold" not in r.meta:
-            raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
-                             "corpora can be read without their samples (build the folder with `bench corpus`)")
-        labels, tokens = list(r.hard_labels or r.labels), int(r.cost.get("generated_tokens", 0))
-        if saver == "first-error":
-            labels, tokens = replay_first_error(labels, bool(r.final_correct), [x.tokens for x in r.rollouts])
-        out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), labels, bool(r.final_correct),
-                        vote_key("math", "".join(r.completions)), [], tokens))
+                        vote, logprobs, tokens))
     return out
 
 
@@ -336,8 +326,6 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
                          "nor --questions; build the folder with `bench corpus`")
     if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
         items = candidate_items(corpus, corpus_tau(corpus))
-    elif shipped:
-        items = shipped_items(corpus, method, saver)
     else:
         items = corpus_items(corpus, method, saver)
     if questions:
@@ -406,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adaptivestep bench prm-quality", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--corpus", default="runs/corpus",
-                   help="corpus folder from `adaptivestep bench corpus`; 'embedded' = the one the package ships")
+                   help="corpus folder from `adaptivestep bench corpus`; 'embedded' = the one the package ships "
+                   "for gsm8k, 'embedded:TASK' = its corpus for TASK (labels only: no confidence rows)")
     p.add_argument("--cache", default=None, help="feature cache folder (default: CORPUS/features; "
                    "runs/prm-quality-features for a shipped corpus)")
     p.add_argument("--method", default="confidence",
@@ -428,13 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.quick:
         a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
     corpus = Path(a.corpus)
-    if a.corpus.startswith("embedded"):
-        from ..prm.shipped import SHIPPED, corpus_dir
+    if a.corpus == "embedded" or a.corpus.startswith("embedded:"):
+        from ..prm.shipped import SHIPPED, corpus_dir, spec_task
 
-        task = a.corpus.partition(":")[2] or "gsm8k"
-        found = corpus_dir(task)
+        found = corpus_dir(spec_task(a.corpus))
         if found is None:
-            p.error(f"--corpus {a.corpus}: the package ships no corpus for task {task!r} (shipped: {sorted(SHIPPED)})")
+            p.error(f"--corpus {a.corpus}: the package ships no corpus for task {spec_task(a.corpus)!r} "
+                    f"(shipped: {sorted(SHIPPED)})")
         corpus = found
     res = run(corpus, a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
               a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None)

@@ -60,12 +60,21 @@ def shipped_tau(spec: str | None, task: str, break_rate: float) -> float | None:
     return float(card["tau"])
 
 
+def spec_task(spec: str) -> str:
+    """The task an ``embedded`` / ``embedded:<task>`` setting names (gsm8k when none is given).
+
+    >>> spec_task("embedded"), spec_task("embedded:leetcode")
+    ('gsm8k', 'leetcode')
+    """
+    return spec.partition(":")[2] or "gsm8k"
+
+
 def head_dir(spec: str) -> Path:
     """The shipped PRM named by ``spec``: ``embedded`` (the default task's, gsm8k) or ``embedded:<task>``.
 
     Raises ValueError naming what is shipped when there is none for that task.
     """
-    task = spec.partition(":")[2] or "gsm8k"
+    task = spec_task(spec)
     d = corpus_dir(task)
     if d is None or not (d / "head").is_dir():
         have = sorted(t for t in SHIPPED if (c := corpus_dir(t)) is not None and (c / "head").is_dir())
