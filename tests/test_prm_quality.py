@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -173,23 +176,70 @@ def test_bench_metrics_give_weighted_majority_a_paired_row() -> None:
     assert tied["acc"] == 0.0  # 1.8 > 0.95: agreement still wins when the scores do not disagree enough
 
 
-def test_the_shipped_corpus_reads_as_items_without_its_samples() -> None:
-    from adaptivestep.bench.prm_quality import confidence_scores, corpus_items, corpus_tau, is_shipped
+def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: Path) -> None:
+    import shutil
+
+    from adaptivestep.bench.prm_quality import (
+        combined_scores,
+        confidence_scores,
+        corpus_items,
+        corpus_tau,
+        is_shipped,
+    )
     from adaptivestep.prm.shipped import corpus_dir, shipped_tau
 
     d = corpus_dir("gsm8k")
     assert d is not None and is_shipped(d)
     items = corpus_items(d)
     assert len({i.problem_id for i in items}) >= 10 and all(i.problem_id.startswith("gsm8k/train/") for i in items)
-    assert all(len(i.labels) == len(i.steps) > 0 and i.step_logprobs == [] for i in items)
+    assert all(len(i.labels) == len(i.steps) == len(i.step_logprobs) > 0 for i in items)
+    assert all(all(x <= 0 for s in i.step_logprobs for x in s) and all(i.step_logprobs) for i in items)
     assert sum(i.vote is not None for i in items) > 0.8 * len(items)  # the vote key is read from the text
     assert any(i.correct for i in items) and not all(i.correct for i in items)
-    assert confidence_scores(items) == {}  # no log-probs shipped: no confidence rows rather than fake ones
+    conf = confidence_scores(items)
+    assert set(conf) == {"confidence-mean", "confidence-min"}
+    assert set(combined_scores({"prm:x": [[0.5] * len(i.steps) for i in items]}, conf)) == {"prm-x-confidence:x"}
     assert corpus_tau(d) == shipped_tau("embedded", "gsm8k", 0.02)
     replayed = corpus_items(d, saver="first-error")
     assert sum(i.label_tokens for i in replayed) <= sum(i.label_tokens for i in items)
     with pytest.raises(ValueError, match="unknown saver"):
         corpus_items(d, saver="exhaustive")
+    # a corpus shipped with its labels only reads too, with no log-probs: no confidence rows rather than fake ones
+    labels_only = tmp_path / "labels-only"
+    labels_only.mkdir()
+    for name in ("labels.jsonl.gz", "card.json"):
+        shutil.copy(d / name, labels_only / name)
+    bare = corpus_items(labels_only)
+    assert [i.labels for i in bare] == [i.labels for i in items] and all(i.step_logprobs == [] for i in bare)
+    assert [i.vote for i in bare] == [i.vote for i in items]  # the joined steps are the response's text
+    assert confidence_scores(bare) == {} and combined_scores({"prm:x": []}, {}) == {}
+
+
+def test_a_corpus_seeded_from_the_shipped_one_has_its_samples_labels_and_tau(tmp_path: Path) -> None:
+    from adaptivestep.bench.corpus import read_tau, seed_from
+    from adaptivestep.jsonl import read_records
+    from adaptivestep.prm.shipped import corpus_dir
+    from adaptivestep.records import LabeledRecord, Sample
+
+    d = corpus_dir("gsm8k")
+    assert d is not None
+    out = tmp_path / "corpus"
+    assert seed_from(d, out) == ["samples.jsonl", "labels-confidence.jsonl", "tau.json", "card.json"]
+    card = json.loads((d / "card.json").read_text())
+    assert read_tau(out) == card["tau"] and json.loads((out / "card.json").read_text())["builds"] == card["builds"]
+    labels = {(r.problem_id, r.sample_index) for r in read_records(out / "labels-confidence.jsonl", LabeledRecord)}
+    assert {s.key for s in read_records(out / "samples.jsonl", Sample)} == labels
+    assert len(labels) == card["labels_confidence"]["responses"]
+    (out / "tau.json").write_text('{"tau": 0.5}')
+    assert seed_from(d, out) == [] and read_tau(out) == 0.5  # never overwrites what is there
+    with pytest.raises(ValueError, match="no samples.jsonl.gz"):
+        seed_from(tmp_path, tmp_path / "x")
+    from adaptivestep.bench.corpus import CorpusSpec
+
+    same = CorpusSpec(**{**card["spec"], "out_dir": str(tmp_path / "y"), "questions": 80, "data_dir": "elsewhere"})
+    assert "tau.json" in seed_from(d, tmp_path / "y", same)  # a larger corpus of the same spec
+    with pytest.raises(ValueError, match="max_tokens 256 .shipped: 512."):
+        seed_from(d, tmp_path / "z", CorpusSpec(**{**card["spec"], "max_tokens": 256}))
 
 
 def test_prm_quality_names_the_task_when_no_corpus_is_shipped_for_it(capsys: pytest.CaptureFixture[str]) -> None:

@@ -94,3 +94,18 @@ def test_the_main_job_splits_at_the_shipped_corpus_tau_only_where_it_trains_on_i
     for change in ({"prm.corpus": "none"}, {"split.method": "newline"}, {"split.tau": 0.1},
                    {"policy.model": "other.gguf"}):
         assert _shipped_tau(load_config(None, overrides=change)) is None, change
+
+
+def test_prm_corpus_questions_keeps_the_corpus_first_questions(tmp_path: Path) -> None:
+    from adaptivestep.config import load_config
+    from adaptivestep.pipeline import first_questions_file
+
+    d = corpus_dir("gsm8k")
+    assert d is not None
+    recs = list(read_records(d / "labels.jsonl.gz", LabeledRecord))
+    order = list(dict.fromkeys(r.problem_id for r in recs))
+    out = first_questions_file(d / "labels.jsonl.gz", 3, tmp_path / "sub.jsonl")
+    sub = list(read_records(out, LabeledRecord))
+    assert [r.problem_id for r in sub] == [r.problem_id for r in recs if r.problem_id in order[:3]]
+    assert len(sub) > 3 and [r.labels for r in sub] == [r.labels for r in recs[: len(sub)]]
+    assert load_config(None).prm.corpus_questions is None  # the default trains on all of it

@@ -71,10 +71,13 @@ class PRMStage(TrainConfig):
     backbone: embedded name / GGUF / HF dir of the PRM backbone.
     corpus: labelled records trained on beside the run's own labels (never held out): "embedded" = the corpus
         the package ships for the task (none for tasks without one), "none", or a labelled JSONL(.gz) path.
+    corpus_questions: train on the corpus' first this many questions only (None = all of it): what a first
+        look trades for time, since the corpus' features are computed on the first run.
     """
 
     backbone: str = "smollm2-135m"
     corpus: str | None = "embedded"
+    corpus_questions: int | None = None
     eval_fraction: float = 0.2  # the run holds out more: its few training questions give few held-out steps
 
     def train_config(self) -> TrainConfig:
@@ -200,5 +203,6 @@ QUICK: dict[str, Any] = {
     "data.train_limit": 2, "data.eval_limit": 3,
     "sample.n": 2, "sample.max_tokens": 320,
     "label.rollouts": 2, "label.max_tokens": 256, "label.wave": 2,
+    "prm.corpus_questions": 50,  # the corpus' features are computed on a fresh machine's first run: 2/3 of it
     "eval.n": 4, "eval.max_tokens": 320, "eval.tvd_limit": 1, "eval.resamples": 50,
 }

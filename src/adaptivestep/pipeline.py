@@ -106,11 +106,27 @@ def stage_train_prm(cfg: RunConfig, rd: Path) -> dict[str, Any]:
 
     labels = rd / "train" / "labels.jsonl"
     corpus = resolve_corpus(cfg.prm.corpus, cfg.data.task)
+    if corpus is not None and cfg.prm.corpus_questions is not None:
+        corpus = first_questions_file(corpus, cfg.prm.corpus_questions, rd / "train" / "corpus-subset.jsonl")
     steps = [x for r in read_records(labels, LabeledRecord) for x in r.labels]
     extra = [x for r in read_records(corpus, LabeledRecord) for x in r.labels] if corpus else []
     _say(f"4/5 training the PRM ({cfg.prm.mode} on {cfg.prm.backbone}) on {len(steps)} labelled steps of this run "
          f"({sum(steps):.0f} positive)" + (f" + {len(extra)} of the corpus {corpus}" if corpus else ""))
     return train(cfg.prm.train_config(), labels, cfg.prm.backbone, extra_data=[corpus] if corpus else [])
+
+
+def first_questions_file(corpus: Path, count: int, out: Path) -> Path:
+    """The records of the first ``count`` questions of a labels file (in the order questions first appear:
+    a corpus is written in question order), written to ``out``; returns ``out``."""
+    keep: set[str] = set()
+    records = []
+    for r in read_records(corpus, LabeledRecord):
+        if r.problem_id not in keep and len(keep) < count:
+            keep.add(r.problem_id)
+        if r.problem_id in keep:
+            records.append(r)
+    write_atomic(out, records)
+    return out
 
 
 SMALLER_PAIRED_N = (4,)  # paired PRM - majority rows at these N too, when the pool is larger

@@ -118,6 +118,11 @@ def test_main_job_quick(tmp_path: Path) -> None:
 
     if corpus_dir("gsm8k") is not None:  # the PRM trains on the shipped corpus beside the run's own labels
         assert res["prm"]["n_extra_records"] > 0
+        from adaptivestep.config import QUICK
+
+        subset = list(read_records(rd / "train" / "corpus-subset.jsonl", LabeledRecord))  # --quick: its first questions
+        assert len({r.problem_id for r in subset}) == QUICK["prm.corpus_questions"]
+        assert res["prm"]["n_extra_records"] <= len(subset)
     # the same command again resumes: nothing regenerated, the same results
     again = _cli("run", "--quick", "--run-dir", str(rd), env=dict(os.environ), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

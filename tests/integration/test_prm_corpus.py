@@ -79,12 +79,21 @@ def test_corpus_then_prm_quality(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(scores) == len(recs[0].completions) and all(0.0 < x < 1.0 for x in scores)
     auc = res["confidence_mean_response_auc_min"]
     assert auc is None or auc != auc or 0.0 <= auc <= 1.0  # nan when the 4 responses share one outcome
-    # the shipped layout (labels only) runs too: the same labels and rollout cost, no confidence rows
+    # the shipped layout (labels + samples) runs too: the same labels, rollout cost and confidence rows
     cache = tmp_path / "cache"
     assert main(["bench", "prm-quality", "--quick", "--corpus", str(ship), "--cache", str(cache)]) == 0
     from_ship = _last_json(capsys.readouterr().out)
     assert from_ship["responses"] == 4 and from_ship["label_tokens"] == res["label_tokens"]
-    assert not any(k.startswith("confidence") for k in from_ship) and any(cache.glob("features-*.npz"))
+    assert from_ship["confidence_mean_response_auc_min"] == res["confidence_mean_response_auc_min"]  # the same log-probs
+    assert any(cache.glob("features-*.npz"))
+    # a corpus seeded from the shipped folder resumes it: nothing re-sampled, nothing re-labelled
+    seeded = tmp_path / "seeded"
+    assert main(["bench", "corpus", "--quick", "--data-dir", str(DATA), "--out-dir", str(seeded), "--threads", "2",
+                 "--seed-from", str(ship)]) == 0
+    again = _last_json(capsys.readouterr().out)
+    assert again["this_run"]["sample_new_tokens"] == 0 and again["tau"] == card["tau"]
+    assert again["labels_confidence"]["responses"] == 4
+    assert (seeded / "split-confidence.jsonl").read_bytes() == (out / "split-confidence.jsonl").read_bytes()
 
 
 def test_shipped_prm_loads_and_scores() -> None:

@@ -247,13 +247,14 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float | None) -> dict[str, Any
 
 def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", quality: Path | None = None) -> dict[str, Any]:
     """Turn the built corpus of ``spec`` into a shipped PRM folder ``dest`` (``adaptivestep/data/prm/<name>``):
-    ``labels.jsonl.gz`` (the confidence split's labels, byte-reproducible gzip), ``head/`` (a head-mode PRM on
+    ``labels.jsonl.gz`` (the confidence split's labels, byte-reproducible gzip), ``samples.jsonl.gz`` (the
+    labelled responses' samples, with their exact token log-probs), ``head/`` (a head-mode PRM on
     ``backbone`` trained on every label, none held out: its quality is measured by ``bench prm-quality``'s
     question-grouped folds, whose summary ``quality`` is copied into the card) and ``card.json``."""
-    import gzip
-
+    from ..jsonl import read_records
     from ..prm.config import TrainConfig
     from ..prm.train import train
+    from ..records import LabeledRecord
 
     out = Path(spec.out_dir)
     tau = read_tau(out)
@@ -262,8 +263,16 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     dest.mkdir(parents=True, exist_ok=True)
     labels = dest / "labels.jsonl.gz"
     raw = (out / "labels-confidence.jsonl").read_bytes()
-    with open(labels, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
-        gz.write(raw)
+    _write_gz(labels, raw)
+    # the labelled responses' samples (token ids and exact log-probs): the confidence baselines of `bench
+    # prm-quality --corpus embedded`, and what `--seed-from` extends the corpus from without re-sampling
+    keys = {(r.problem_id, r.sample_index) for r in read_records(out / "labels-confidence.jsonl", LabeledRecord)}
+    lines = []
+    for ln in (out / "samples.jsonl").read_bytes().splitlines(keepends=True):
+        d = json.loads(ln) if ln.strip() else {}
+        if (d.get("problem_id"), d.get("sample_index")) in keys:  # the same bytes, labelled responses only
+            lines.append(ln)
+    _write_gz(dest / "samples.jsonl.gz", b"".join(lines))
     t0 = time.perf_counter()
     metrics = train(TrainConfig(mode="head", eval_fraction=0.0, seed=spec.seed, output_dir=str(dest / "head")),
                     labels, backbone)
@@ -276,6 +285,54 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
         card["quality"] = json.loads(quality.read_text())
     (dest / "card.json").write_text(json.dumps(card, indent=2, default=float) + "\n")
     return card
+
+
+def _write_gz(path: Path, raw: bytes) -> None:
+    """``raw`` gzip-compressed into ``path``, byte-reproducible (no time stamp, no file name)."""
+    import gzip
+
+    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw)
+
+
+SEED_FREE = ("out_dir", "data_dir", "questions", "newline_questions", "label", "threads")
+"""Spec fields that may differ from a seeding corpus' spec: every other one decides its samples or labels."""
+
+
+def seed_from(shipped: Path, out: Path, spec: CorpusSpec | None = None) -> list[str]:
+    """Start the corpus folder ``out`` from a shipped one (``shipped``: labels, samples and card): writes
+    ``samples.jsonl``, ``labels-confidence.jsonl``, ``tau.json`` (the card's frozen tau) and ``card.json``
+    (its build history), each only where ``out`` has none, and returns the names written. A build with the
+    shipped spec and a larger ``--questions`` then samples and labels only the new questions: sampling is
+    resumable per (question, index) and labelling skips labelled responses, so the shipped part is neither
+    re-sampled nor re-labelled. With ``spec``, a setting that would make the new part differ from the shipped
+    one (any field but :data:`SEED_FREE`) raises ValueError naming it.
+    """
+    import gzip
+
+    if not (shipped / "samples.jsonl.gz").exists():
+        raise ValueError(f"{shipped}: no samples.jsonl.gz, so it cannot seed a corpus (rebuild it with `bench corpus`)")
+    card = json.loads((shipped / "card.json").read_text())
+    if spec is not None:
+        diff = [f"{k} {v!r} (shipped: {card['spec'].get(k)!r})" for k, v in asdict(spec).items()
+                if k not in SEED_FREE and card["spec"].get(k) != v]
+        if diff:
+            raise ValueError(f"--seed-from {shipped}: this build's settings differ from the shipped corpus': "
+                             f"{', '.join(diff)}; use the shipped spec (its card's command) to extend it")
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "samples.jsonl": lambda: gzip.decompress((shipped / "samples.jsonl.gz").read_bytes()),
+        "labels-confidence.jsonl": lambda: gzip.decompress((shipped / "labels.jsonl.gz").read_bytes()),
+        "tau.json": lambda: (json.dumps({"tau": card["tau"], "break_rate": card["spec"]["break_rate"],
+                                         "seeded_from": str(shipped)}) + "\n").encode(),
+        "card.json": lambda: (json.dumps({"builds": card.get("builds", [])}, indent=2) + "\n").encode(),
+    }
+    written = []
+    for name, make in files.items():
+        if not (out / name).exists():
+            (out / name).write_bytes(make())
+            written.append(name)
+    return written
 
 
 def command_line(spec: CorpusSpec) -> str:
@@ -309,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ship", default=None, metavar="DIR",
                    help="after building, write the shipped PRM folder DIR (labels.jsonl.gz, head/, card.json)")
     p.add_argument("--ship-backbone", default="smollm2-135m", help="backbone of the shipped head")
+    p.add_argument("--seed-from", default=None, metavar="DIR",
+                   help="start OUT_DIR from a shipped corpus folder ('embedded' = the package's gsm8k one): its "
+                   "samples, labels and tau, so a larger --questions samples and labels only the new questions")
     p.add_argument("--ship-quality", default=None, metavar="JSON",
                    help="a `bench prm-quality --out` file: its figures are copied into the shipped card")
     a = p.parse_args(argv)
@@ -317,6 +377,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         kw.update(out_dir="runs/corpus-quick" if a.out_dir == d.out_dir else a.out_dir, questions=2, n=2,
                   max_tokens=160, rollouts=2, rollout_tokens=48)
     spec = CorpusSpec(**kw)
+    if a.seed_from:
+        from ..prm.shipped import corpus_dir
+
+        src = corpus_dir(spec.task) if a.seed_from == "embedded" else Path(a.seed_from)
+        if src is None:
+            p.error(f"--seed-from embedded: the package ships no corpus for task {spec.task!r}")
+        try:
+            written = seed_from(src, Path(spec.out_dir), spec)
+        except ValueError as e:
+            p.error(str(e))
+        print(f"seeded {spec.out_dir} from {src}: {', '.join(written) or 'nothing (all present)'}")
     if a.card_only:
         card = corpus_card(spec, Path(spec.out_dir), read_tau(Path(spec.out_dir)))
     else:

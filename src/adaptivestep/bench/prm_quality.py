@@ -12,11 +12,12 @@ is predicted once per size by a PRM that never saw its question. Reported per si
   exact over subsets, with a paired bootstrap 95% interval of the difference.
 
 Scorers: ``prm:<backbone>`` (head on the step labels, L2 chosen by inner cross-validation), ``orm:<backbone>``
-(the same head trained on final correctness only, at each response's last step), and zero-training
-``confidence-mean`` / ``confidence-min`` (mean token log-prob of the response / lowest step-mean log-prob).
+(the same head trained on final correctness only, at each response's last step), zero-training
+``confidence-mean`` / ``confidence-min`` (mean token log-prob of the response / lowest step-mean log-prob),
+and ``prm-x-confidence:<backbone>`` (the PRM's step scores times the response's mean token probability).
 With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-apart questions), heads
 trained on the whole corpus score those candidates too: that table is the one to quote.
-``--corpus embedded`` runs it on the corpus the package ships (its labels only: no confidence rows).
+``--corpus embedded`` runs it on the corpus the package ships (its labels and samples).
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def replay_first_error(hard: Sequence[float], final_correct: bool, step_tokens: 
 def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-stop") -> list[Item]:
     """Items of a corpus folder: its labelled records joined with their samples (for log-probs).
 
-    A corpus in the shipped layout (:func:`is_shipped`: ``labels.jsonl.gz`` and ``card.json``, no samples or
-    problems) gives items without token log-probs (so no confidence scorers), whose vote is the math answer of
-    the records' joined completions (every shipped corpus is math: its records carry a ``gold`` answer, checked).
+    A corpus in the shipped layout (:func:`is_shipped`: ``labels.jsonl.gz`` and ``card.json``, no problems)
+    takes its token log-probs from ``samples.jsonl.gz`` where it ships one (a corpus shipped without it gives
+    items without log-probs, so no confidence scorers); the vote is the math answer of the response (every
+    shipped corpus is math: its records carry a ``gold`` answer, checked).
 
     saver: ``early-stop`` = the corpus' labels as built; ``first-error`` = the labels and cost that first-error
     search would have given on the same rollouts (:func:`replay_first_error`).
@@ -94,8 +96,11 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
     if saver not in ("early-stop", "first-error"):
         raise ValueError(f"unknown saver {saver!r} (early-stop | first-error)")
     shipped = is_shipped(corpus, method)
+    samples: dict[tuple[str, int], Sample] = {}
     if shipped:
         records = [r for r in read_records(corpus / "labels.jsonl.gz", LabeledRecord) if r.method == method]
+        if (corpus / "samples.jsonl.gz").exists():  # shipped with its samples: token log-probs, so confidence rows
+            samples = {s.key: s for s in read_records(corpus / "samples.jsonl.gz", Sample)}
     else:
         problems = {p.id: p for p in read_records(corpus / "problems.jsonl", Problem)}
         samples = {s.key: s for s in read_records(corpus / "samples.jsonl", Sample, tolerate_torn_tail=True)}
@@ -109,7 +114,9 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
             if "gold" not in r.meta:
                 raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
                                  "corpora can be read without their samples (build the folder with `bench corpus`)")
-            vote, logprobs = vote_key("math", "".join(r.completions)), []
+            s = samples.get((r.problem_id, r.sample_index))
+            vote = vote_key("math", s.text if s is not None else "".join(r.completions))
+            logprobs = _step_logprobs(s, r.step_token_ends) if s is not None else []
         else:
             s = samples[(r.problem_id, r.sample_index)]
             vote, logprobs = vote_key(problems[r.problem_id].kind, s.text), _step_logprobs(s, r.step_token_ends)
@@ -222,6 +229,22 @@ def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
     return {"confidence-mean": mean, "confidence-min": step_mean}
 
 
+def combined_scores(scores: dict[str, list[list[float]]], conf: dict[str, list[list[float]]]) -> dict[str, list[list[float]]]:
+    """Each PRM's step scores times the response's mean token probability (``prm-x-confidence:<backbone>``):
+    the PRM and the policy's own confidence as one score, with no weight to tune (a product of two
+    probabilities: min, mean and last become the PRM's aggregate x the mean token probability; prod picks up
+    that probability once per step). Empty without confidence scores.
+
+    >>> combined_scores({"prm:b": [[0.5, 1.0]], "orm:b": [[0.2, 0.2]]}, {"confidence-mean": [[0.8, 0.8]]})
+    {'prm-x-confidence:b': [[0.4, 0.8]]}
+    """
+    mean = conf.get("confidence-mean")
+    if mean is None:
+        return {}
+    return {"prm-x-confidence:" + name.split(":", 1)[1]: [[x * c[0] for x in row] for row, c in zip(sc, mean)]
+            for name, sc in scores.items() if name.startswith("prm:")}
+
+
 def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, n: int | None = None,
             folds: Sequence[int] | None = None) -> dict[str, Any]:
     """Step AUC, response AUC per aggregation and Best-of-N vs majority at ``n`` (default: smallest full pool).
@@ -322,7 +345,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     t0 = time.perf_counter()
     shipped = is_shipped(corpus, method)
     if shipped and (method == "outcome" or questions):
-        raise ValueError(f"{corpus}: a shipped corpus has no samples or problems, so neither --method outcome "
+        raise ValueError(f"{corpus}: a shipped corpus has no problems file, so neither --method outcome "
                          "nor --questions; build the folder with `bench corpus`")
     if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
         items = candidate_items(corpus, corpus_tau(corpus))
@@ -348,7 +371,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     item_folds = [fold_of[i.problem_id] for i in items]
     for size, row in sorted(curve.items()):
         res["curve"][size] = {name: metrics(items, sc, seed=seed, folds=item_folds)
-                              for name, sc in {**row, **conf}.items()}
+                              for name, sc in {**row, **combined_scores(row, conf), **conf}.items()}
         res["train_label_tokens"][size] = float(np.mean(spent[size]))
     print(f"\nlearning curve ({folds}-fold over questions; each response scored by heads that never saw its question)")
     for size, row in res["curve"].items():
@@ -363,6 +386,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         for bb in backbones:
             efe = features(ev, bb, eval_dir / "features")
             scores.update(score_items(fit_scorers(items, feats[bb], bb, seed), efe))
+        scores.update(combined_scores(scores, scores))
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
         print(f"\nheld-apart questions {eval_dir}: {len({i.problem_id for i in ev})} questions, {len(ev)} candidates")
         for name, by_n in res["eval"].items():
@@ -395,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--corpus", default="runs/corpus",
                    help="corpus folder from `adaptivestep bench corpus`; 'embedded' = the one the package ships "
-                   "for gsm8k, 'embedded:TASK' = its corpus for TASK (labels only: no confidence rows)")
+                   "for gsm8k, 'embedded:TASK' = its corpus for TASK")
     p.add_argument("--cache", default=None, help="feature cache folder (default: CORPUS/features; "
                    "runs/prm-quality-features for a shipped corpus)")
     p.add_argument("--method", default="confidence",
