@@ -242,6 +242,18 @@ def test_a_corpus_seeded_from_the_shipped_one_has_its_samples_labels_and_tau(tmp
         seed_from(d, tmp_path / "z", CorpusSpec(**{**card["spec"], "max_tokens": 256}))
 
 
+def test_bench_corpus_seed_from_embedded_refuses_a_differing_spec_before_building(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptivestep.bench.corpus import main
+
+    out = tmp_path / "c"
+    with pytest.raises(SystemExit):
+        main(["--seed-from", "embedded", "--out-dir", str(out), "--max-tokens", "256"])
+    err = capsys.readouterr().err
+    assert "--seed-from" in err and "gsm8k-easy" in err and "max_tokens 256 (shipped: 512)" in err
+    assert not out.exists()  # refused before anything was written
+
+
 def test_prm_quality_names_the_task_when_no_corpus_is_shipped_for_it(capsys: pytest.CaptureFixture[str]) -> None:
     from adaptivestep.bench.prm_quality import main
 

@@ -364,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a smoke run: 2 questions x 2 responses of <= 160 tokens, M = 2 rollouts of <= 48 tokens")
     p.add_argument("--card-only", action="store_true", help="print the card of what is on disk, build nothing")
     p.add_argument("--ship", default=None, metavar="DIR",
-                   help="after building, write the shipped PRM folder DIR (labels.jsonl.gz, head/, card.json)")
+                   help="after building, write the shipped PRM folder DIR (labels.jsonl.gz, samples.jsonl.gz, head/, card.json)")
     p.add_argument("--ship-backbone", default="smollm2-135m", help="backbone of the shipped head")
     p.add_argument("--seed-from", default=None, metavar="DIR",
                    help="start OUT_DIR from a shipped corpus folder ('embedded' = the package's gsm8k one): its "

@@ -113,7 +113,7 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
         if shipped:
             if "gold" not in r.meta:
                 raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
-                                 "corpora can be read without their samples (build the folder with `bench corpus`)")
+                                 "corpora can be read in the shipped layout, which has no problems file (build the folder with `bench corpus`)")
             s = samples.get((r.problem_id, r.sample_index))
             vote = vote_key("math", s.text if s is not None else "".join(r.completions))
             logprobs = _step_logprobs(s, r.step_token_ends) if s is not None else []

@@ -1,7 +1,8 @@
 """What the package ships for PRMs: a labelled training corpus per task and a head trained on it.
 
 Both are built by the project's own commands (``adaptivestep bench corpus``, then ``adaptivestep train``); each
-folder under ``adaptivestep/data/prm/`` holds ``labels.jsonl.gz`` (LabeledRecords), ``card.json`` (the exact
+folder under ``adaptivestep/data/prm/`` holds ``labels.jsonl.gz`` (LabeledRecords), ``samples.jsonl.gz`` (the
+labelled responses' Samples, with their token log-probs), ``card.json`` (the exact
 command, policy, split, tau, M, wall time, tokens and metrics) and, where trained, ``head/`` (a saved PRM whose
 backbone is an embedded model name, so it loads on any machine with the package).
 """
