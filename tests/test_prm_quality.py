@@ -260,3 +260,47 @@ def test_prm_quality_names_the_task_when_no_corpus_is_shipped_for_it(capsys: pyt
     with pytest.raises(SystemExit):
         main(["--corpus", "embedded:nosuch", "--quick"])
     assert "ships no corpus for task 'nosuch'" in capsys.readouterr().err
+
+
+def test_ship_takes_only_the_fully_labelled_question_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A build stopped part way (question 3 of 4 half labelled, question 4 labelled) ships questions 1-2 only,
+    and its card counts and rebuilds exactly those."""
+    import gzip
+
+    from tiny_models import save_tiny_qwen2
+
+    from adaptivestep.bench.corpus import CorpusSpec, ship
+    from adaptivestep.jsonl import JsonlWriter
+    from adaptivestep.records import LabeledRecord, Sample
+
+    out = tmp_path / "corpus"
+    out.mkdir()
+    qs = [Problem(id=f"q{k}", question=f"What is {k} + {k}?", kind="math", answer=str(2 * k)) for k in range(4)]
+    labelled = {("q0", 0), ("q0", 1), ("q1", 0), ("q1", 1), ("q2", 0), ("q3", 0), ("q3", 1)}
+    with JsonlWriter(out / "problems.jsonl") as wp, JsonlWriter(out / "samples.jsonl") as ws, \
+            JsonlWriter(out / "labels-confidence.jsonl") as wl:
+        for p in qs:
+            wp.write(p)
+            for i in range(2):
+                ans = p.answer if i == 0 else "7"
+                text = f"{p.question[8:-1]} makes {ans}.\nThe answer is {ans}."
+                ws.write(Sample(problem_id=p.id, sample_index=i, prompt=p.question, prompt_ids=[1], token_ids=[2, 3],
+                                logprobs=[-0.1, -2.0], token_end_chars=[len(text) // 2, len(text)], text=text,
+                                finish_reason="stop", model="m", backend="fake", sampling={}, seed=0))
+                if (p.id, i) in labelled:
+                    wl.write(LabeledRecord(prompt=p.question, completions=text.split("\n"), labels=[float(i == 0)] * 2,
+                                           problem_id=p.id, sample_index=i, method="confidence",
+                                           cost={"rollouts": 3, "generated_tokens": 10}))
+    (out / "tau.json").write_text('{"tau": 0.1}')
+    backbone = save_tiny_qwen2(tmp_path / "tiny", [p.question for p in qs] * 20)
+    dest = tmp_path / "shipped"
+    card = ship(CorpusSpec(out_dir=str(out), questions=4), dest, backbone=str(backbone))
+    assert "the first 2 of 4 questions" in capsys.readouterr().out
+    keys = {(json.loads(ln)["problem_id"], json.loads(ln)["sample_index"])
+            for ln in gzip.decompress((dest / "labels.jsonl.gz").read_bytes()).splitlines()}
+    assert keys == {("q0", 0), ("q0", 1), ("q1", 0), ("q1", 1)}
+    samples = gzip.decompress((dest / "samples.jsonl.gz").read_bytes()).splitlines()
+    assert {(json.loads(ln)["problem_id"], json.loads(ln)["sample_index"]) for ln in samples} == keys
+    assert card["questions"] == 2 and card["responses"] == 4 and card["labels_confidence"]["responses"] == 4
+    assert card["response_pass_rate"] == 0.5 and "--questions 2" in card["head"]["command"]
+    assert json.loads((dest / "card.json").read_text())["spec"]["questions"] == 2

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -199,14 +199,40 @@ def _newline_limit(spec: CorpusSpec, problems: Sequence[Any], splits: Sequence[A
     return max(0, want - done)
 
 
-def corpus_card(spec: CorpusSpec, out: Path, tau: float | None) -> dict[str, Any]:
-    """Figures of the corpus as it is on disk: questions, responses, pass rate, steps, labels, cost."""
+def complete_prefix(question_ids: Sequence[str], sampled: Iterable[tuple[str, int]],
+                    labelled: Iterable[tuple[str, int]]) -> list[str]:
+    """The longest prefix of ``question_ids`` (the corpus' question order) whose every sampled response
+    (``(problem_id, sample_index)``) is labelled, and which has at least one: what a build stopped part way
+    may ship. Labels past the first incomplete question are left out, so a shipped corpus is always the
+    corpus of some ``--questions K``.
+
+    >>> complete_prefix(["a", "b", "c"], [("a", 0), ("b", 0), ("b", 1), ("c", 0)], [("a", 0), ("b", 0), ("c", 0)])
+    ['a']
+    """
+    have: dict[str, set[int]] = {}
+    for q, i in sampled:
+        have.setdefault(q, set()).add(i)
+    done: dict[str, set[int]] = {}
+    for q, i in labelled:
+        done.setdefault(q, set()).add(i)
+    out = []
+    for q in question_ids:
+        if not have.get(q) or not have[q] <= done.get(q, set()):
+            break
+        out.append(q)
+    return out
+
+
+def corpus_card(spec: CorpusSpec, out: Path, tau: float | None, keep: set[str] | None = None) -> dict[str, Any]:
+    """Figures of the corpus as it is on disk: questions, responses, pass rate, steps, labels, cost
+    (with ``keep``: of those questions only)."""
     from ..checkers import get_checker
     from ..jsonl import read_records
     from ..records import LabeledRecord, Problem, Sample
 
     problems = {p.id: p for p in read_records(out / "problems.jsonl", Problem)}
-    samples = list(read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True))
+    samples = [s for s in read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True)
+               if keep is None or s.problem_id in keep]
     checkers: dict[str, Any] = {}
     correct = [bool(checkers.setdefault(problems[s.problem_id].kind, get_checker(problems[s.problem_id].kind))
                     .check(problems[s.problem_id], s.text).correct) for s in samples]
@@ -230,7 +256,8 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float | None) -> dict[str, Any
         path = out / f"labels-{method}.jsonl"
         if not path.exists():
             continue
-        recs = list(read_records(path, LabeledRecord, tolerate_torn_tail=True))
+        recs = [r for r in read_records(path, LabeledRecord, tolerate_torn_tail=True)
+                if keep is None or r.problem_id in keep]
         steps = [x for r in recs for x in r.labels]
         card[f"labels_{method}"] = {
             "questions": len({r.problem_id for r in recs}),  # a build stopped part way labels a prefix of them
@@ -250,33 +277,57 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     ``labels.jsonl.gz`` (the confidence split's labels, byte-reproducible gzip), ``samples.jsonl.gz`` (the
     labelled responses' samples, with their exact token log-probs), ``head/`` (a head-mode PRM on
     ``backbone`` trained on every label, none held out: its quality is measured by ``bench prm-quality``'s
-    question-grouped folds, whose summary ``quality`` is copied into the card) and ``card.json``."""
+    question-grouped folds, whose summary ``quality`` is copied into the card) and ``card.json``.
+
+    Only the corpus' fully labelled question prefix (:func:`complete_prefix`) ships, so a build stopped part
+    way ships the corpus of a smaller ``--questions`` and its card (and rebuild command) says so."""
+    from dataclasses import replace
+
     from ..jsonl import read_records
     from ..prm.config import TrainConfig
     from ..prm.train import train
-    from ..records import LabeledRecord
+    from ..records import LabeledRecord, Problem, Sample
 
     out = Path(spec.out_dir)
     tau = read_tau(out)
     if tau is None:
         raise ValueError(f"{out}: no tau.json, so no split corpus to ship (build it first)")
+    order = [p.id for p in read_records(out / "problems.jsonl", Problem)][: spec.questions]
+    labelled = list(read_records(out / "labels-confidence.jsonl", LabeledRecord, tolerate_torn_tail=True))
+    keep = set(complete_prefix(order, ((x.problem_id, x.sample_index) for x in
+                                       read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True)),
+                               ((r.problem_id, r.sample_index) for r in labelled)))
+    if not keep:
+        raise ValueError(f"{out}: its first question is not fully labelled, so there is nothing to ship")
+    if len(keep) < len(order):
+        print(f"shipping the first {len(keep)} of {len(order)} questions: question {len(keep) + 1} is not "
+              f"fully labelled ({sum(r.problem_id not in keep for r in labelled)} labelled responses left out)")
+        spec = replace(spec, questions=len(keep))
+    keys = {(r.problem_id, r.sample_index) for r in labelled if r.problem_id in keep}
+
+    def lines_of(path: Path) -> bytes:  # the same bytes, the kept responses only (one record per key)
+        kept, seen = [], set()
+        for ln in path.read_bytes().splitlines(keepends=True):
+            try:
+                d = json.loads(ln)
+            except json.JSONDecodeError:  # a blank line or the torn tail of a killed build
+                continue
+            key = (d.get("problem_id"), d.get("sample_index"))
+            if key in keys and key not in seen:
+                kept.append(ln)
+                seen.add(key)
+        return b"".join(kept)
+
     dest.mkdir(parents=True, exist_ok=True)
     labels = dest / "labels.jsonl.gz"
-    raw = (out / "labels-confidence.jsonl").read_bytes()
-    _write_gz(labels, raw)
+    _write_gz(labels, lines_of(out / "labels-confidence.jsonl"))
     # the labelled responses' samples (token ids and exact log-probs): the confidence baselines of `bench
     # prm-quality --corpus embedded`, and what `--seed-from` extends the corpus from without re-sampling
-    keys = {(r.problem_id, r.sample_index) for r in read_records(out / "labels-confidence.jsonl", LabeledRecord)}
-    lines = []
-    for ln in (out / "samples.jsonl").read_bytes().splitlines(keepends=True):
-        d = json.loads(ln) if ln.strip() else {}
-        if (d.get("problem_id"), d.get("sample_index")) in keys:  # the same bytes, labelled responses only
-            lines.append(ln)
-    _write_gz(dest / "samples.jsonl.gz", b"".join(lines))
+    _write_gz(dest / "samples.jsonl.gz", lines_of(out / "samples.jsonl"))
     t0 = time.perf_counter()
     metrics = train(TrainConfig(mode="head", eval_fraction=0.0, seed=spec.seed, output_dir=str(dest / "head")),
                     labels, backbone)
-    card = {**corpus_card(spec, out, tau), **_builds(out)}
+    card = {**corpus_card(spec, out, tau, keep), **_builds(out)}
     card["head"] = {"backbone": backbone, "mode": "head", "l2": metrics.get("head_l2"),
                     "train_steps": metrics.get("n_train_steps"), "train_auc": metrics.get("train_auc"),
                     "train_wall_s": time.perf_counter() - t0,
