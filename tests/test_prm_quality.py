@@ -110,9 +110,31 @@ def test_learning_curve_scores_every_item_out_of_fold_and_learns() -> None:
     assert sorted(curve) == [6, 24]  # 10_000 exceeds every fold's training side: dropped, not clamped
     assert len(spent[6]) == 2 and all(t > 0 for t in spent[6]) and np.mean(spent[24]) > np.mean(spent[6])
     for row in curve.values():
-        assert set(row) == {"prm:bb", "orm:bb"}
+        assert set(row) == {"prm:bb", "orm:bb", "prm-conf:bb"}  # the items have log-probs: prm-conf too
         assert all(len(s) == len(i.steps) for s, i in zip(row["prm:bb"], items))  # every item, once
     assert metrics(items, curve[24]["prm:bb"])["step_auc"] > 0.85  # the signal is learnt on held-out questions
+
+
+def test_prm_conf_reads_the_policy_log_probs_that_the_backbone_lacks(tmp_path: Path) -> None:
+    """Labels carried by the steps' token log-probs only: the backbone head stays near chance, prm-conf and
+    the model-free 'logprobs' head learn them on held-out questions; 'logprobs' has no prm-conf twin."""
+    from adaptivestep.bench.prm_quality import Item, features, learning_curve, metrics
+
+    rng = np.random.default_rng(1)
+    items, feats = [], []
+    for q in range(30):
+        for j in range(3):
+            k = int(rng.integers(1, 4))
+            y = (rng.random(k) < 0.5).astype(float)
+            lps = [list(rng.normal(-0.2 if v else -2.0, 0.3, size=int(rng.integers(2, 6)))) for v in y]
+            items.append(Item(f"q{q}", j, "question", ["s"] * k, list(y), bool(y[-1]), str(int(y[-1])), lps))
+            feats.append(rng.standard_normal((k, 8)))
+    lp = features(items, "logprobs", tmp_path)
+    assert all(f.shape == (len(i.steps), 4) for f, i in zip(lp, items)) and not any(tmp_path.iterdir())
+    curve = learning_curve(items, {"bb": feats, "logprobs": lp}, [60], folds=3, seed=0)[60]
+    assert "prm-conf:logprobs" not in curve and {"prm-conf:bb", "prm:logprobs"} <= set(curve)
+    auc = {name: metrics(items, sc)["step_auc"] for name, sc in curve.items() if name.startswith("prm")}
+    assert auc["prm:bb"] < 0.65 and auc["prm-conf:bb"] > 0.85 and auc["prm:logprobs"] > 0.85
 
 
 def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels() -> None:

@@ -14,7 +14,9 @@ is predicted once per size by a PRM that never saw its question. Reported per si
 Scorers: ``prm:<backbone>`` (head on the step labels, L2 chosen by inner cross-validation), ``orm:<backbone>``
 (the same head trained on final correctness only, at each response's last step), zero-training
 ``confidence-mean`` / ``confidence-min`` (mean token log-prob of the response / lowest step-mean log-prob),
-and ``prm-x-confidence:<backbone>`` (the PRM's step scores times the response's mean token probability).
+``prm-x-confidence:<backbone>`` (the PRM's step scores times the response's mean token probability), and
+``prm-conf:<backbone>`` (the PRM's head reading the policy's own step log-prob features beside the backbone's;
+backbone ``logprobs`` is a head on those features alone, no model).
 With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-apart questions), heads
 trained on the whole corpus score those candidates too: that table is the one to quote.
 ``--corpus embedded`` runs it on the corpus the package ships (its labels and samples).
@@ -34,6 +36,8 @@ from typing import Any
 import numpy as np
 
 RULES = ("min", "mean", "last", "prod")
+LOGPROBS = "logprobs"
+"""The pseudo-backbone whose step features are the policy's own token log-probs (no model forward pass)."""
 
 
 @dataclass
@@ -170,7 +174,10 @@ def candidate_items(folder: Path, tau: float) -> list[Item]:
 
 
 def features(items: Sequence[Item], backbone: str, cache_dir: Path, *, max_length: int = 1024) -> list[np.ndarray]:
-    """Step-end hidden states (K_i, H) of each item under ``backbone``, cached in ``cache_dir``."""
+    """Step-end hidden states (K_i, H) of each item under ``backbone``, cached in ``cache_dir``; backbone
+    ``logprobs`` is no model: the policy's own step log-prob features (:func:`policy_step_features`)."""
+    if backbone == LOGPROBS:
+        return [policy_step_features(i) for i in items]
     key = hashlib.sha256(json.dumps([backbone, max_length, [(i.question, i.steps) for i in items]]).encode())
     path = cache_dir / f"features-{backbone.replace('/', '_')}-{key.hexdigest()[:16]}.npz"
     counts = [len(i.steps) for i in items]
@@ -194,9 +201,35 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
+def policy_step_features(item: Item) -> np.ndarray:
+    """(K, 4) features of each step from the policy's own token log-probs, causal (a step's row uses only the
+    response up to its end, so a step score can use it mid-decoding): the step's mean and min token log-prob,
+    the mean log-prob of the response so far, and log(1 + tokens so far). Empty (K, 0) without log-probs.
+
+    >>> policy_step_features(Item("q", 0, "", ["a", "b"], [], True, None, [[-1.0, -3.0], [-0.5]])).round(3).tolist()
+    [[-2.0, -3.0, -2.0, 1.099], [-0.5, -0.5, -1.5, 1.386]]
+    """
+    if not item.step_logprobs:
+        return np.zeros((len(item.steps), 0))
+    rows, seen = [], []
+    for lp in item.step_logprobs:
+        seen.extend(lp)
+        rows.append([float(np.mean(lp)) if lp else 0.0, float(np.min(lp)) if lp else 0.0,
+                     float(np.mean(seen)) if seen else 0.0, float(np.log1p(len(seen)))])
+    return np.asarray(rows, np.float64)
+
+
+def _inputs(name: str, feats: Sequence[np.ndarray], items: Sequence[Item]) -> list[np.ndarray]:
+    """What head ``name`` reads: the backbone's step features, plus the policy's own (``prm-conf:``)."""
+    if not name.startswith("prm-conf:"):
+        return list(feats)
+    return [np.hstack([f, policy_step_features(i)]) for f, i in zip(feats, items)]
+
+
 def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: str, seed: int,
                 unregularised: bool = False) -> dict[str, Any]:
     """Heads trained on ``train``: the PRM (step labels) and the ORM (final correctness at the last step);
+    ``prm-conf`` (the PRM reading the policy's own step log-prob features too, where the items have them);
     ``unregularised`` adds ``prm-noreg`` (the same head with a vanishing fixed L2: what memorising costs)."""
     from ..prm.head import fit_head
 
@@ -204,16 +237,20 @@ def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: st
     out = {f"orm:{backbone}": fit_head(last, np.asarray([float(i.correct) for i in train]),
                                        [i.problem_id for i in train], seed=seed)}
     if all(i.labels for i in train):  # step labels present (a labelled corpus, not candidates only)
-        x = np.concatenate(feats)
         y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
-        out[f"prm:{backbone}"] = fit_head(x, y, [i.problem_id for i in train for _ in i.steps], seed=seed)
+        groups = [i.problem_id for i in train for _ in i.steps]
+        out[f"prm:{backbone}"] = fit_head(np.concatenate(feats), y, groups, seed=seed)
+        if backbone != LOGPROBS and all(i.step_logprobs for i in train):
+            name = f"prm-conf:{backbone}"
+            out[name] = fit_head(np.concatenate(_inputs(name, feats, train)), y, groups, seed=seed)
         if unregularised:
-            out[f"prm-noreg:{backbone}"] = fit_head(x, y, l2=1e-6, seed=seed)
+            out[f"prm-noreg:{backbone}"] = fit_head(np.concatenate(feats), y, l2=1e-6, seed=seed)
     return out
 
 
-def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray]) -> dict[str, list[list[float]]]:
-    return {name: [[float(v) for v in _sigmoid(f @ fit.w + fit.b)] for f in feats] for name, fit in fits.items()}
+def score_items(fits: dict[str, Any], feats: Sequence[np.ndarray], items: Sequence[Item]) -> dict[str, list[list[float]]]:
+    return {name: [[float(v) for v in _sigmoid(f @ fit.w + fit.b)] for f in _inputs(name, feats, items)]
+            for name, fit in fits.items()}
 
 
 def confidence_scores(items: Sequence[Item]) -> dict[str, list[list[float]]]:
@@ -316,7 +353,7 @@ def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes:
             row = preds.setdefault(size, {})
             for bb, fe in feats.items():
                 fits = fit_scorers([items[k] for k in tr], [fe[k] for k in tr], bb, seed, unregularised)
-                for name, sc in score_items(fits, [fe[k] for k in test_i]).items():
+                for name, sc in score_items(fits, [fe[k] for k in test_i], [items[k] for k in test_i]).items():
                     col = row.setdefault(name, [None] * len(items))
                     for k, s in zip(test_i, sc):
                         col[k] = s
@@ -385,7 +422,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         scores = dict(confidence_scores(ev))
         for bb in backbones:
             efe = features(ev, bb, eval_dir / "features")
-            scores.update(score_items(fit_scorers(items, feats[bb], bb, seed), efe))
+            scores.update(score_items(fit_scorers(items, feats[bb], bb, seed), efe, ev))
         scores.update(combined_scores(scores, scores))
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
         print(f"\nheld-apart questions {eval_dir}: {len({i.problem_id for i in ev})} questions, {len(ev)} candidates")
@@ -425,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--method", default="confidence",
                    help="which labels: labels-METHOD.jsonl; 'outcome' = every sampled response, final correctness only")
     p.add_argument("--backbones", nargs="+", default=["smollm2-135m", "default"],
-                   help="feature sources: 'default' = the policy itself (Qwen2.5-Coder-0.5B), smollm2-135m, ...")
+                   help="feature sources: 'default' = the policy itself (Qwen2.5-Coder-0.5B), smollm2-135m, ...; "
+                   "'logprobs' = no model, the policy's own step log-prob features")
     p.add_argument("--sizes", nargs="+", type=int, default=[25, 50, 100, 200, 400], help="training responses")
     p.add_argument("--folds", type=int, default=5, help="question folds")
     p.add_argument("--seed", type=int, default=0)
