@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -199,25 +199,20 @@ def _newline_limit(spec: CorpusSpec, problems: Sequence[Any], splits: Sequence[A
     return max(0, want - done)
 
 
-def complete_prefix(question_ids: Sequence[str], sampled: Iterable[tuple[str, int]],
-                    labelled: Iterable[tuple[str, int]]) -> list[str]:
+def complete_prefix(question_ids: Sequence[str], sampled: Mapping[str, set[int]],
+                    labelled: Mapping[str, set[int]]) -> list[str]:
     """The longest prefix of ``question_ids`` (the corpus' question order) whose every sampled response
-    (``(problem_id, sample_index)``) is labelled, and which has at least one: what a build stopped part way
-    may ship. Labels past the first incomplete question are left out, so a shipped corpus is always the
+    (``sampled``: sample indices per question, as :func:`adaptivestep.sample.existing_indices` reads them) is
+    labelled (``labelled``: the same for the labels), and which has at least one: what a build stopped part
+    way may ship. Labels past the first incomplete question are left out, so a shipped corpus is always the
     corpus of some ``--questions K``.
 
-    >>> complete_prefix(["a", "b", "c"], [("a", 0), ("b", 0), ("b", 1), ("c", 0)], [("a", 0), ("b", 0), ("c", 0)])
+    >>> complete_prefix(["a", "b", "c"], {"a": {0}, "b": {0, 1}, "c": {0}}, {"a": {0}, "b": {0}, "c": {0}})
     ['a']
     """
-    have: dict[str, set[int]] = {}
-    for q, i in sampled:
-        have.setdefault(q, set()).add(i)
-    done: dict[str, set[int]] = {}
-    for q, i in labelled:
-        done.setdefault(q, set()).add(i)
     out = []
     for q in question_ids:
-        if not have.get(q) or not have[q] <= done.get(q, set()):
+        if not sampled.get(q) or not sampled[q] <= labelled.get(q, set()):
             break
         out.append(q)
     return out
@@ -286,7 +281,8 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     from ..jsonl import read_records
     from ..prm.config import TrainConfig
     from ..prm.train import train
-    from ..records import LabeledRecord, Problem, Sample
+    from ..records import LabeledRecord, Problem
+    from ..sample import existing_indices
 
     out = Path(spec.out_dir)
     tau = read_tau(out)
@@ -294,9 +290,10 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
         raise ValueError(f"{out}: no tau.json, so no split corpus to ship (build it first)")
     order = [p.id for p in read_records(out / "problems.jsonl", Problem)][: spec.questions]
     labelled = list(read_records(out / "labels-confidence.jsonl", LabeledRecord, tolerate_torn_tail=True))
-    keep = set(complete_prefix(order, ((x.problem_id, x.sample_index) for x in
-                                       read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True)),
-                               ((r.problem_id, r.sample_index) for r in labelled)))
+    done: dict[str, set[int]] = {}
+    for r in labelled:
+        done.setdefault(r.problem_id, set()).add(r.sample_index)
+    keep = set(complete_prefix(order, existing_indices(out / "samples.jsonl"), done))
     if not keep:
         raise ValueError(f"{out}: its first question is not fully labelled, so there is nothing to ship")
     if len(keep) < len(order):

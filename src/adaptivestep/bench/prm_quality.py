@@ -237,14 +237,15 @@ def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: st
     out = {f"orm:{backbone}": fit_head(last, np.asarray([float(i.correct) for i in train]),
                                        [i.problem_id for i in train], seed=seed)}
     if all(i.labels for i in train):  # step labels present (a labelled corpus, not candidates only)
+        x = np.concatenate(feats)
         y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
         groups = [i.problem_id for i in train for _ in i.steps]
-        out[f"prm:{backbone}"] = fit_head(np.concatenate(feats), y, groups, seed=seed)
+        out[f"prm:{backbone}"] = fit_head(x, y, groups, seed=seed)
         if backbone != LOGPROBS and all(i.step_logprobs for i in train):
             name = f"prm-conf:{backbone}"
             out[name] = fit_head(np.concatenate(_inputs(name, feats, train)), y, groups, seed=seed)
         if unregularised:
-            out[f"prm-noreg:{backbone}"] = fit_head(np.concatenate(feats), y, l2=1e-6, seed=seed)
+            out[f"prm-noreg:{backbone}"] = fit_head(x, y, l2=1e-6, seed=seed)
     return out
 
 
