@@ -326,3 +326,19 @@ def test_ship_takes_only_the_fully_labelled_question_prefix(tmp_path: Path, caps
     assert card["questions"] == 2 and card["responses"] == 4 and card["labels_confidence"]["responses"] == 4
     assert card["response_pass_rate"] == 0.5 and "--questions 2" in card["head"]["command"]
     assert json.loads((dest / "card.json").read_text())["spec"]["questions"] == 2
+
+
+def test_bench_prm_quality_runs_the_logprobs_backbone_on_the_shipped_corpus(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--backbones logprobs` needs no model: the CLI runs end to end on the shipped corpus' samples and its
+    last line is the summary JSON with the model-free head's rows (and no prm-conf twin)."""
+    from adaptivestep.bench.prm_quality import main
+
+    out = tmp_path / "q.json"
+    assert main(["--corpus", "embedded", "--backbones", "logprobs", "--sizes", "40", "--folds", "2",
+                 "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["top_size"] == 40 and 0.0 <= last["prm_logprobs_step_auc"] <= 1.0
+    assert "prm_conf_logprobs_step_auc" not in last and "orm_logprobs_step_auc" in last
+    assert not (tmp_path / "cache").exists()  # no backbone features were computed or cached
+    assert set(json.loads(out.read_text())["curve"]["40"]) >= {"prm:logprobs", "confidence-mean"}
