@@ -342,3 +342,50 @@ def test_bench_prm_quality_runs_the_logprobs_backbone_on_the_shipped_corpus(
     assert "prm_conf_logprobs_step_auc" not in last and "orm_logprobs_step_auc" in last
     assert not (tmp_path / "cache").exists()  # no backbone features were computed or cached
     assert set(json.loads(out.read_text())["curve"]["40"]) >= {"prm:logprobs", "confidence-mean"}
+
+
+def test_scorer_vs_scorer_pairs_two_scorers_of_the_same_candidates() -> None:
+    """Both rank the right answer first on q2; only a does on q1: a - b is +1/2 per question."""
+    from adaptivestep.prm.quality import per_question_accuracy, scorer_vs_scorer
+
+    def pool(right: float, wrong: float) -> list[Candidate]:
+        return [Candidate(0, "1", [right], True), Candidate(1, "2", [wrong], False)]
+
+    a, b = [pool(0.9, 0.1), pool(0.8, 0.2)], [pool(0.1, 0.9), pool(0.8, 0.2)]
+    assert per_question_accuracy(a, "prm-min", 2) == [1.0, 1.0] and per_question_accuracy(b, "prm-min", 2) == [0.0, 1.0]
+    d, lo, hi, q = scorer_vs_scorer(a, b, "prm-min", 2)
+    assert (d, q) == (0.5, 2) and lo <= d <= hi
+    assert scorer_vs_scorer(a, a, "weighted-majority", 2)[:3] == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same candidates"):
+        scorer_vs_scorer(a, [pool(0.5, 0.5)], "prm-min", 2)
+    assert per_question_accuracy([pool(0.9, 0.1)], "prm-min", 3) == []  # a pool smaller than N is left out
+
+
+def test_bench_prm_quality_eval_rows_reach_the_summary_with_a_row_against_confidence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--eval on a folder of candidates (here: 3 shipped questions' samples, only as plumbing): the summary
+    JSON carries the held-apart rows, and each head gets its paired row against confidence-mean."""
+    from adaptivestep.bench.prm_quality import main
+    from adaptivestep.jsonl import read_records, write_atomic
+    from adaptivestep.prm.shipped import corpus_dir
+    from adaptivestep.records import LabeledRecord, Sample
+
+    d = corpus_dir("gsm8k")
+    assert d is not None
+    gold = {r.problem_id: (r.prompt, r.meta["gold"]) for r in read_records(d / "labels.jsonl.gz", LabeledRecord)}
+    keep = sorted(gold)[:3]
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    write_atomic(ev / "samples.jsonl", [s for s in read_records(d / "samples.jsonl.gz", Sample)
+                                        if s.problem_id in keep and s.sample_index < 4])
+    write_atomic(ev / "problems.jsonl", [Problem(q, gold[q][0], "math", str(gold[q][1])) for q in keep])
+    out = tmp_path / "q.json"
+    assert main(["--corpus", "embedded", "--backbones", "logprobs", "--sizes", "40", "--folds", "2",
+                 "--eval", str(ev), "--out", str(out)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["eval_questions"] == 3
+    assert -1.0 <= last["eval_prm_logprobs_n4_bon_min_minus_majority"] <= 1.0
+    assert last["eval_prm_logprobs_n4_bon_min_minus_majority_lo"] <= last["eval_prm_logprobs_n4_bon_min_minus_majority"]
+    vs = json.loads(out.read_text())["eval_vs_confidence"]["4"]
+    assert set(vs) >= {"prm:logprobs", "prm-x-confidence:logprobs", "orm:logprobs"} and "confidence-min" not in vs
+    assert all(row[3] == 3 for by_rule in vs.values() for row in by_rule.values())

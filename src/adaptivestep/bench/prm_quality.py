@@ -18,7 +18,9 @@ Scorers: ``prm:<backbone>`` (head on the step labels, L2 chosen by inner cross-v
 ``prm-conf:<backbone>`` (the PRM's head reading the policy's own step log-prob features beside the backbone's;
 backbone ``logprobs`` is a head on those features alone, no model).
 With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-apart questions), heads
-trained on the whole corpus score those candidates too: that table is the one to quote.
+trained on the whole corpus score those candidates too: that table is the one to quote (it reaches the summary
+JSON as ``eval_*`` keys), with each head's paired row against confidence-mean under the same rule (does the
+head add anything over the policy's own confidence?).
 ``--corpus embedded`` runs it on the corpus the package ships (its labels and samples).
 """
 
@@ -292,7 +294,6 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
     step AUCs (ranking within one head only; folds whose steps are all one class are left out)."""
     from ..prm.data import roc_auc
     from ..prm.quality import bon_vs_majority, response_auc, within_question_auc
-    from ..search.bon import Candidate
 
     out: dict[str, Any] = {}
     labelled = [(s, i.labels, f) for s, i, f in zip(scores, items, folds or [0] * len(items)) if i.labels]
@@ -310,17 +311,41 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
     for how in RULES:
         out[f"response_auc_{how}"] = response_auc(scores, correct, how)
         out[f"within_question_auc_{how}"] = within_question_auc([i.problem_id for i in items], scores, correct, how)[0]
+    pools = candidate_pools(items, scores)
+    sizes = [len(p) for p in pools]
+    n = n or (max(set(sizes), key=sizes.count) if sizes else 0)
+    for how in RULES:
+        r = bon_vs_majority(pools, f"prm-{how}", n, seed=seed)
+        out[f"bon_{how}"] = asdict(r)
+    # the vote weighted by prm-min: the score breaks ties between answers instead of overruling the vote
+    out["bon_weighted_majority"] = asdict(bon_vs_majority(pools, "weighted-majority", n, seed=seed))
+    return out
+
+
+def candidate_pools(items: Sequence[Item], scores: list[list[float]]) -> list[list[Any]]:
+    """Best-of-N pools, one per question in first-seen order, of the items scored by ``scores``."""
+    from ..search.bon import Candidate
+
     pools: dict[str, list[Candidate]] = {}
     for it, sc in zip(items, scores):
         pools.setdefault(it.problem_id, []).append(Candidate(it.sample_index, it.vote, sc, it.correct))
-    sizes = [len(p) for p in pools.values()]
-    n = n or (max(set(sizes), key=sizes.count) if sizes else 0)
-    for how in RULES:
-        r = bon_vs_majority(list(pools.values()), f"prm-{how}", n, seed=seed)
-        out[f"bon_{how}"] = asdict(r)
-    # the vote weighted by prm-min: the score breaks ties between answers instead of overruling the vote
-    out["bon_weighted_majority"] = asdict(bon_vs_majority(list(pools.values()), "weighted-majority", n, seed=seed))
-    return out
+    return list(pools.values())
+
+
+def versus_confidence(items: Sequence[Item], scores: dict[str, list[list[float]]], *, n: int,
+                      seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """For each trained scorer, its Best-of-``n`` minus confidence-mean's under the same rule (prm-min and
+    weighted-majority), paired over questions: [diff, lo, hi, questions]. Does the head add anything over the
+    policy's own confidence? Empty without confidence scores."""
+    from ..prm.quality import scorer_vs_scorer
+
+    base = scores.get("confidence-mean")
+    if base is None:
+        return {}
+    ref = candidate_pools(items, base)
+    return {name: {rule: list(scorer_vs_scorer(candidate_pools(items, sc), ref, rule, n, seed=seed))
+                   for rule in ("prm-min", "weighted-majority")}
+            for name, sc in scores.items() if not name.startswith("confidence")}
 
 
 def question_folds(items: Sequence[Item], folds: int, seed: int) -> list[set[str]]:
@@ -431,6 +456,12 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
             for n, m in by_n.items():
                 if m["bon_min"]["questions"]:
                     print(f"  {name:28s} N={n}: {_fmt(m)}")
+        res["eval_vs_confidence"] = {n: versus_confidence(ev, scores, n=n, seed=seed) for n in (4, 8)}
+        for n, rows in res["eval_vs_confidence"].items():
+            for name, by_rule in rows.items():
+                if by_rule["prm-min"][3]:
+                    print(f"  {name:28s} N={n} minus confidence-mean, same rule: " + "; ".join(
+                        f"{r} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for r, (d, lo, hi, _) in by_rule.items()))
     res["wall_s"] = time.perf_counter() - t0
     return res
 
@@ -449,6 +480,17 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_within_question_auc_min"] = m["within_question_auc_min"]
             out[f"{key}_bon_min_minus_majority"] = m["bon_min"]["diff"]
             out[f"{key}_bon_weighted_majority_minus_majority"] = m["bon_weighted_majority"]["diff"]
+    for name, by_n in res.get("eval", {}).items():  # the held-apart table: the one to quote
+        key = "eval_" + name.replace(":", "_").replace("-", "_").replace(".", "_")
+        for n, m in by_n.items():
+            if m["bon_min"]["questions"]:
+                out[f"{key}_n{n}_within_question_auc_min"] = m["within_question_auc_min"]
+                for rule in ("min", "weighted_majority"):
+                    b = m[f"bon_{rule}"]
+                    out[f"{key}_n{n}_bon_{rule}_minus_majority"] = b["diff"]
+                    out[f"{key}_n{n}_bon_{rule}_minus_majority_lo"] = b["lo"]
+    if res.get("eval"):
+        out["eval_questions"] = max(m["bon_min"]["questions"] for by_n in res["eval"].values() for m in by_n.values())
     return out
 
 

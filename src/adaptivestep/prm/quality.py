@@ -5,7 +5,8 @@
   Best-of-N asks of a score; a pooled AUC also rewards knowing which *questions* are easy);
 - :func:`bon_vs_majority`: Best-of-N accuracy of a scoring rule and of majority vote on the same pools, per
   question (exact expectation over all N-subsets of each pool), and their paired difference with a
-  bootstrap interval over questions;
+  bootstrap interval over questions; :func:`scorer_vs_scorer`: the same paired difference between two
+  scorers of the same candidates under one rule;
 - :func:`learning_curve_subsets`: nested training subsets of growing size in *responses*, whole questions
   only, drawn from the training side of a question split, so no question is ever on both sides.
 """
@@ -99,19 +100,43 @@ def bon_vs_majority(pools: Sequence[Sequence[Candidate]], rule: str, n: int, *, 
     >>> r.acc, r.majority, r.diff
     (1.0, 0.0, 1.0)
     """
-    how = get_rule(rule).how
-    acc, maj, orc = [], [], []
-    for cands in pools:
-        if len(cands) < n:
-            continue
-        acc.append(exact_accuracy(build_pool(cands, how), rule, n)[0])
-        maj.append(exact_accuracy(build_pool(cands, None), "majority", n)[0])
-        orc.append(exact_accuracy(build_pool(cands, None), "oracle", n)[0])
+    acc = per_question_accuracy(pools, rule, n)
+    maj = per_question_accuracy(pools, "majority", n)
+    orc = per_question_accuracy(pools, "oracle", n)
     if not acc:
         nan = float("nan")
         return BoNResult(n, nan, nan, nan, nan, nan, nan, 0)
     d, lo, hi = paired_bootstrap(acc, maj, seed=seed)
     return BoNResult(n, float(np.mean(acc)), float(np.mean(maj)), float(np.mean(orc)), d, lo, hi, len(acc))
+
+
+def per_question_accuracy(pools: Sequence[Sequence[Candidate]], rule: str, n: int) -> list[float]:
+    """Exact Best-of-``n`` accuracy of ``rule`` on each pool of at least ``n`` candidates, in pool order.
+
+    >>> per_question_accuracy([[Candidate(0, "1", [0.9], True), Candidate(1, "2", [0.1], False)]], "prm-min", 2)
+    [1.0]
+    """
+    how = get_rule(rule).how if rule not in ("majority", "oracle") else None
+    return [exact_accuracy(build_pool(c, how), rule, n)[0] for c in pools if len(c) >= n]
+
+
+def scorer_vs_scorer(pools_a: Sequence[Sequence[Candidate]], pools_b: Sequence[Sequence[Candidate]], rule: str,
+                     n: int, *, seed: int = 0) -> tuple[float, float, float, int]:
+    """Paired difference of one rule's Best-of-``n`` accuracy under two scorers of the *same* candidates
+    (pools_a[q] and pools_b[q] hold question q's candidates, scored by a and by b): mean a - b per question,
+    its bootstrap 95% interval, and the questions used. Asks whether scorer a adds anything over scorer b
+    (e.g. a PRM's weighted vote over the policy's own confidence as the weight).
+
+    >>> c = lambda s: [Candidate(0, "1", [s], True), Candidate(1, "2", [0.5], False)]
+    >>> scorer_vs_scorer([c(0.9)], [c(0.1)], "prm-min", 2)[0]
+    1.0
+    """
+    if len(pools_a) != len(pools_b) or any(
+            [x.index for x in a] != [x.index for x in b] for a, b in zip(pools_a, pools_b)):
+        raise ValueError("scorer_vs_scorer: the two scorers must score the same candidates, pool for pool")
+    a, b = per_question_accuracy(pools_a, rule, n), per_question_accuracy(pools_b, rule, n)
+    d, lo, hi = paired_bootstrap(a, b, seed=seed)
+    return d, lo, hi, len(a)
 
 
 def learning_curve_subsets(train_groups: Sequence[str], responses_per_group: dict[str, int],
