@@ -466,6 +466,11 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     return res
 
 
+def _json_key(name: str) -> str:
+    """A scorer name as a summary JSON key prefix (``prm-x-confidence:smollm2-135m`` -> ``prm_x_confidence_smollm2_135m``)."""
+    return name.replace(":", "_").replace("-", "_").replace(".", "_")
+
+
 def _summary(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"responses": res["responses"], "wall_s": res["wall_s"], "label_tokens": res["label_tokens"]}
     if res["curve"]:
@@ -473,7 +478,7 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
         out["top_size"] = max(res["curve"])
         out["top_size_label_tokens"] = res["train_label_tokens"][max(res["curve"])]
         for name, m in top.items():
-            key = name.replace(":", "_").replace("-", "_").replace(".", "_")
+            key = _json_key(name)
             out[f"{key}_step_auc"] = m.get("step_auc")
             out[f"{key}_step_auc_fold_mean"] = m.get("step_auc_fold_mean")
             out[f"{key}_response_auc_min"] = m["response_auc_min"]
@@ -481,7 +486,7 @@ def _summary(res: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_bon_min_minus_majority"] = m["bon_min"]["diff"]
             out[f"{key}_bon_weighted_majority_minus_majority"] = m["bon_weighted_majority"]["diff"]
     for name, by_n in res.get("eval", {}).items():  # the held-apart table: the one to quote
-        key = "eval_" + name.replace(":", "_").replace("-", "_").replace(".", "_")
+        key = "eval_" + _json_key(name)
         for n, m in by_n.items():
             if m["bon_min"]["questions"]:
                 out[f"{key}_n{n}_within_question_auc_min"] = m["within_question_auc_min"]

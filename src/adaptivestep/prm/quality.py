@@ -116,7 +116,7 @@ def per_question_accuracy(pools: Sequence[Sequence[Candidate]], rule: str, n: in
     >>> per_question_accuracy([[Candidate(0, "1", [0.9], True), Candidate(1, "2", [0.1], False)]], "prm-min", 2)
     [1.0]
     """
-    how = get_rule(rule).how if rule not in ("majority", "oracle") else None
+    how = get_rule(rule).how  # None for majority / oracle: they read answers, not scores
     return [exact_accuracy(build_pool(c, how), rule, n)[0] for c in pools if len(c) >= n]
 
 
