@@ -389,3 +389,49 @@ def test_bench_prm_quality_eval_rows_reach_the_summary_with_a_row_against_confid
     vs = json.loads(out.read_text())["eval_vs_confidence"]["4"]
     assert set(vs) >= {"prm:logprobs", "prm-x-confidence:logprobs", "orm:logprobs"} and "confidence-min" not in vs
     assert all(row[3] == 3 for by_rule in vs.values() for row in by_rule.values())
+
+
+def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_the_labels(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--method newline --questions 4 --eval rest: heads train on the first 4 questions' newline labels and
+    score questions 5-6, split at line breaks (3 steps each, not AdaptiveStep's); without --questions it refuses."""
+    from adaptivestep.bench.prm_quality import main
+    from adaptivestep.jsonl import JsonlWriter
+    from adaptivestep.records import LabeledRecord, Sample
+
+    out = tmp_path / "corpus"
+    out.mkdir()
+    qs = [Problem(id=f"q{k}", question=f"What is {k} + {k}?", kind="math", answer=str(2 * k)) for k in range(6)]
+    with JsonlWriter(out / "problems.jsonl") as wp, JsonlWriter(out / "samples.jsonl") as ws, \
+            JsonlWriter(out / "labels-newline.jsonl") as wl:
+        for k, p in enumerate(qs):
+            wp.write(p)
+            for i in range(4):
+                ans = p.answer if i % 2 == 0 else "7"
+                lines = [f"{k} and {k}.\n", f"Together {ans}.\n", f"The answer is {ans}."]
+                text = "".join(lines)
+                ends = [len("".join(lines[: j + 1])) for j in range(3)]
+                lp = [-0.1, -0.2, -0.1] if i % 2 == 0 else [-2.0, -1.5, -3.0]
+                ws.write(Sample(problem_id=p.id, sample_index=i, prompt=p.question, prompt_ids=[1],
+                                token_ids=[2, 3, 4], logprobs=lp, token_end_chars=ends, text=text,
+                                finish_reason="stop", model="m", backend="fake", sampling={}, seed=0))
+                if k < 4:
+                    wl.write(LabeledRecord(prompt=p.question, completions=lines, labels=[float(i % 2 == 0)] * 3,
+                                           problem_id=p.id, sample_index=i, method="newline",
+                                           step_token_ends=[1, 2, 3], cost={"rollouts": 3, "generated_tokens": 10}))
+    (out / "tau.json").write_text('{"tau": 0.5}')
+    res = tmp_path / "q.json"
+    assert main(["--corpus", str(out), "--method", "newline", "--questions", "4", "--eval", "rest",
+                 "--backbones", "logprobs", "--sizes", "8", "--folds", "2", "--out", str(res)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["eval_questions"] == 2 and last["responses"] == 16
+    ev = json.loads(res.read_text())["eval"]["prm:logprobs"]["4"]
+    assert ev["bon_min"]["questions"] == 2 and ev["bon_min"]["oracle"] == 1.0
+    from adaptivestep.bench.prm_quality import eval_items
+
+    items, _ = eval_items(out, Path("rest"), "newline", 4, tmp_path)
+    assert {i.problem_id for i in items} == {"q4", "q5"} and {len(i.steps) for i in items} == {3}
+    conf, _ = eval_items(out, Path("rest"), "confidence", 4, tmp_path)  # AdaptiveStep cuts only unsure tokens
+    assert sorted({len(i.steps) for i in conf}) == [1, 3]
+    with pytest.raises(ValueError, match="--questions"):
+        eval_items(out, Path("rest"), "newline", None, tmp_path)

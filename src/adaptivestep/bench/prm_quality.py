@@ -21,6 +21,10 @@ With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-
 trained on the whole corpus score those candidates too: that table is the one to quote (it reaches the summary
 JSON as ``eval_*`` keys), with each head's paired row against confidence-mean under the same rule (does the
 head add anything over the policy's own confidence?).
+``--eval rest`` (with ``--questions K`` on a `bench corpus` folder) holds apart the corpus' own questions after the
+first K instead: train-split questions that no head was trained on, which is how the newline baseline (labelled
+on a prefix of the questions) and the confidence split compare. Candidates are split the way the labels were:
+by newline for ``--method newline``, else by AdaptiveStep at the corpus' tau.
 ``--corpus embedded`` runs it on the corpus the package ships (its labels and samples).
 """
 
@@ -152,9 +156,9 @@ def first_questions(items: list[Item], corpus: Path, count: int) -> list[Item]:
     return [i for i in items if i.problem_id in keep]
 
 
-def candidate_items(folder: Path, tau: float) -> list[Item]:
+def candidate_items(folder: Path, tau: float, split: str = "confidence") -> list[Item]:
     """Items of a folder of candidates (``samples.jsonl``, or a main job's ``candidates.jsonl``, + ``problems.jsonl``),
-    split by AdaptiveStep at ``tau``."""
+    split by AdaptiveStep at ``tau`` (``split="newline"``: at line breaks, ``tau`` unused)."""
     from ..checkers import get_checker, vote_key
     from ..jsonl import read_records
     from ..records import Problem, Sample
@@ -163,7 +167,7 @@ def candidate_items(folder: Path, tau: float) -> list[Item]:
     problems = {p.id: p for p in read_records(folder / "problems.jsonl", Problem)}
     name = "samples.jsonl" if (folder / "samples.jsonl").exists() else "candidates.jsonl"
     samples = list(read_records(folder / name, Sample, tolerate_torn_tail=True))
-    splits = split_samples(samples, "confidence", SplitParams(tau=tau))
+    splits = split_samples(samples, split, SplitParams(tau=tau) if split == "confidence" else SplitParams())
     checkers: dict[str, Any] = {}
     out = []
     for s, sp in zip(samples, splits):
@@ -444,10 +448,10 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
             if size == min(res["curve"]) or not name.startswith("confidence"):
                 print(f"  {size:4d} responses  {name:28s} {_fmt(m)}")
     if eval_dir is not None:
-        ev = candidate_items(eval_dir, corpus_tau(corpus))
+        ev, ecache = eval_items(corpus, eval_dir, method, questions, cache)
         scores = dict(confidence_scores(ev))
         for bb in backbones:
-            efe = features(ev, bb, eval_dir / "features")
+            efe = features(ev, bb, ecache)
             scores.update(score_items(fit_scorers(items, feats[bb], bb, seed), efe, ev))
         scores.update(combined_scores(scores, scores))
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
@@ -464,6 +468,24 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
                         f"{r} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for r, (d, lo, hi, _) in by_rule.items()))
     res["wall_s"] = time.perf_counter() - t0
     return res
+
+
+def eval_items(corpus: Path, eval_dir: Path, method: str, questions: int | None,
+               cache: Path) -> tuple[list[Item], Path]:
+    """The held-apart candidates (split as ``method``'s labels were) and where their features are cached:
+    ``eval_dir``'s, or with ``eval_dir`` ``rest`` the corpus' own questions after its first ``questions``."""
+    split = "newline" if method == "newline" else "confidence"
+    if str(eval_dir) != "rest":
+        return candidate_items(eval_dir, corpus_tau(corpus), split), eval_dir / "features"
+    if not questions or is_shipped(corpus, method):
+        raise ValueError("--eval rest holds apart the questions after --questions K of a `bench corpus` folder: "
+                         "give --questions and a corpus folder with problems.jsonl")
+    every = candidate_items(corpus, corpus_tau(corpus), split)
+    trained_on = {i.problem_id for i in first_questions(every, corpus, questions)}
+    rest = [i for i in every if i.problem_id not in trained_on]
+    if not rest:
+        raise ValueError(f"--eval rest: {corpus} has no questions after its first {questions}")
+    return rest, cache
 
 
 def _json_key(name: str) -> str:
@@ -520,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--unregularised", action="store_true", help="add the head without L2 (prm-noreg)")
     p.add_argument("--questions", type=int, default=None,
                    help="only the corpus' first this many questions (e.g. those its newline baseline labelled)")
-    p.add_argument("--eval", default=None, help="folder of held-apart candidates (samples.jsonl + problems.jsonl)")
+    p.add_argument("--eval", default=None, help="folder of held-apart candidates (samples.jsonl + problems.jsonl); "
+                   "'rest' = the corpus' own questions after --questions K")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     a = p.parse_args(argv)
