@@ -435,3 +435,6 @@ def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_t
     assert sorted({len(i.steps) for i in conf}) == [1, 3]
     with pytest.raises(ValueError, match="--questions"):
         eval_items(out, Path("rest"), "newline", None, tmp_path)
+    with pytest.raises(SystemExit):
+        main(["--corpus", str(out), "--method", "newline", "--eval", "rest", "--backbones", "logprobs"])
+    assert "give --questions" in capsys.readouterr().err

@@ -549,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
+    if a.eval == "rest" and not a.questions:
+        p.error("--eval rest holds apart the corpus' questions after --questions K: give --questions")
     corpus = Path(a.corpus)
     if a.corpus == "embedded" or a.corpus.startswith("embedded:"):
         from ..prm.shipped import SHIPPED, corpus_dir, spec_task
