@@ -198,6 +198,36 @@ def test_bench_metrics_give_weighted_majority_a_paired_row() -> None:
     assert tied["acc"] == 0.0  # 1.8 > 0.95: agreement still wins when the scores do not disagree enough
 
 
+def test_saved_candidate_records_rebuild_the_same_best_of_n_table() -> None:
+    """The per-candidate records a held-apart run saves give back its Best-of-N figures exactly, per scorer."""
+    import json
+
+    from adaptivestep.bench.prm_quality import (
+        Item,
+        candidate_pools,
+        candidate_records,
+        metrics,
+        pools_from_records,
+    )
+    from adaptivestep.prm.quality import bon_vs_majority
+
+    items = [Item(f"q{q}", j, "q", ["a", "b"], [], (q + j) % 3 == 0, str((q * j) % 2), [[-1.0], [-2.0]])
+             for q in range(6) for j in range(4)]
+    # "one" ranks the right candidates first, "two" the wrong ones; both vary inside a question
+    scores = {"one": [[0.5 + 0.1 * j, 0.9 if it.correct else 0.2] for j, it in zip(list(range(4)) * 6, items)],
+              "two": [[0.5, 0.05 * (q + j) + (0.0 if items[4 * q + j].correct else 0.5)]
+                      for q in range(6) for j in range(4)]}
+    recs = json.loads(json.dumps(candidate_records(items, scores)))  # through JSON, as saved
+    assert len(recs) == 24 and recs[5]["scores"]["two"] == [0.5, 0.6]
+    for name, sc in scores.items():
+        saved = pools_from_records(recs, name)
+        assert [[c.index for c in p] for p in saved] == [[c.index for c in p] for p in candidate_pools(items, sc)]
+        for rule, key in (("prm-min", "bon_min"), ("weighted-majority", "bon_weighted_majority")):
+            assert bon_vs_majority(saved, rule, 4).diff == metrics(items, sc, n=4)[key]["diff"]
+    assert bon_vs_majority(pools_from_records(recs, "one"), "prm-min", 4).acc != bon_vs_majority(
+        pools_from_records(recs, "two"), "prm-min", 4).acc  # the two scorers really pick differently
+
+
 def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: Path) -> None:
     import shutil
 
@@ -386,9 +416,19 @@ def test_bench_prm_quality_eval_rows_reach_the_summary_with_a_row_against_confid
     assert last["eval_questions"] == 3
     assert -1.0 <= last["eval_prm_logprobs_n4_bon_min_minus_majority"] <= 1.0
     assert last["eval_prm_logprobs_n4_bon_min_minus_majority_lo"] <= last["eval_prm_logprobs_n4_bon_min_minus_majority"]
-    vs = json.loads(out.read_text())["eval_vs_confidence"]["4"]
+    saved = json.loads(out.read_text())
+    vs = saved["eval_vs_confidence"]["4"]
     assert set(vs) >= {"prm:logprobs", "prm-x-confidence:logprobs", "orm:logprobs"} and "confidence-min" not in vs
     assert all(row[3] == 3 for by_rule in vs.values() for row in by_rule.values())
+    # every held-apart candidate is saved with every scorer's step scores, and they give back the table
+    from adaptivestep.bench.prm_quality import pools_from_records
+    from adaptivestep.prm.quality import bon_vs_majority
+
+    recs = saved["eval_candidates"]
+    assert len(recs) == 12 and {r["problem_id"] for r in recs} == set(keep)
+    assert set(recs[0]["scores"]) == set(saved["eval"])
+    assert bon_vs_majority(pools_from_records(recs, "prm:logprobs"), "prm-min", 4).diff == pytest.approx(
+        last["eval_prm_logprobs_n4_bon_min_minus_majority"])
 
 
 def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_the_labels(

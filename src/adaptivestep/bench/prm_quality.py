@@ -449,12 +449,9 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
                 print(f"  {size:4d} responses  {name:28s} {_fmt(m)}")
     if eval_dir is not None:
         ev, ecache = eval_items(corpus, eval_dir, method, questions, cache)
-        scores = dict(confidence_scores(ev))
-        for bb in backbones:
-            efe = features(ev, bb, ecache)
-            scores.update(score_items(fit_scorers(items, feats[bb], bb, seed), efe, ev))
-        scores.update(combined_scores(scores, scores))
+        scores = eval_scores(items, feats, ev, ecache, seed)
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
+        res["eval_candidates"] = candidate_records(ev, scores)
         print(f"\nheld-apart questions {eval_dir}: {len({i.problem_id for i in ev})} questions, {len(ev)} candidates")
         for name, by_n in res["eval"].items():
             for n, m in by_n.items():
@@ -468,6 +465,37 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
                         f"{r} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for r, (d, lo, hi, _) in by_rule.items()))
     res["wall_s"] = time.perf_counter() - t0
     return res
+
+
+def eval_scores(items: Sequence[Item], feats: dict[str, list[np.ndarray]], ev: Sequence[Item], ecache: Path,
+                seed: int) -> dict[str, list[list[float]]]:
+    """Step scores of the held-apart candidates ``ev`` by every scorer: heads trained on all of ``items``
+    (one set per backbone of ``feats``), the zero-training confidences, and their products."""
+    scores = dict(confidence_scores(ev))
+    for bb, fe in feats.items():
+        scores.update(score_items(fit_scorers(items, fe, bb, seed), features(ev, bb, ecache), ev))
+    scores.update(combined_scores(scores, scores))
+    return scores
+
+
+def candidate_records(items: Sequence[Item], scores: dict[str, list[list[float]]]) -> list[dict[str, Any]]:
+    """One JSON-ready record per candidate: its question, index, answer, correctness and every scorer's step
+    scores. Saved with the results so that held-apart tables can be pooled or re-read exactly later
+    (:func:`pools_from_records` rebuilds the Best-of-N pools of one scorer)."""
+    return [{"problem_id": it.problem_id, "sample_index": it.sample_index, "vote": it.vote, "correct": it.correct,
+             "scores": {name: [round(float(x), 6) for x in sc[k]] for name, sc in scores.items()}}
+            for k, it in enumerate(items)]
+
+
+def pools_from_records(records: Sequence[dict[str, Any]], scorer: str) -> list[list[Any]]:
+    """The Best-of-N pools (one per question, first-seen order) of ``scorer`` from :func:`candidate_records`."""
+    from ..search.bon import Candidate
+
+    pools: dict[str, list[Candidate]] = {}
+    for r in records:
+        pools.setdefault(r["problem_id"], []).append(
+            Candidate(r["sample_index"], r["vote"], r["scores"][scorer], r["correct"]))
+    return list(pools.values())
 
 
 def eval_items(corpus: Path, eval_dir: Path, method: str, questions: int | None,
