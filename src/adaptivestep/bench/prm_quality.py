@@ -34,7 +34,7 @@ import argparse
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -328,11 +328,16 @@ def metrics(items: Sequence[Item], scores: list[list[float]], *, seed: int = 0, 
 
 def candidate_pools(items: Sequence[Item], scores: list[list[float]]) -> list[list[Any]]:
     """Best-of-N pools, one per question in first-seen order, of the items scored by ``scores``."""
+    return _pools((it.problem_id, it.sample_index, it.vote, sc, it.correct) for it, sc in zip(items, scores))
+
+
+def _pools(rows: Iterable[tuple[str, int, str | None, list[float], bool]]) -> list[list[Any]]:
+    """Group (problem_id, index, vote, step scores, correct) rows into Best-of-N pools, first-seen order."""
     from ..search.bon import Candidate
 
     pools: dict[str, list[Candidate]] = {}
-    for it, sc in zip(items, scores):
-        pools.setdefault(it.problem_id, []).append(Candidate(it.sample_index, it.vote, sc, it.correct))
+    for pid, index, vote, sc, correct in rows:
+        pools.setdefault(pid, []).append(Candidate(index, vote, sc, correct))
     return list(pools.values())
 
 
@@ -489,13 +494,7 @@ def candidate_records(items: Sequence[Item], scores: dict[str, list[list[float]]
 
 def pools_from_records(records: Sequence[dict[str, Any]], scorer: str) -> list[list[Any]]:
     """The Best-of-N pools (one per question, first-seen order) of ``scorer`` from :func:`candidate_records`."""
-    from ..search.bon import Candidate
-
-    pools: dict[str, list[Candidate]] = {}
-    for r in records:
-        pools.setdefault(r["problem_id"], []).append(
-            Candidate(r["sample_index"], r["vote"], r["scores"][scorer], r["correct"]))
-    return list(pools.values())
+    return _pools((r["problem_id"], r["sample_index"], r["vote"], r["scores"][scorer], r["correct"]) for r in records)
 
 
 def eval_items(corpus: Path, eval_dir: Path, method: str, questions: int | None,
