@@ -465,8 +465,15 @@ def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_t
                  "--backbones", "logprobs", "--sizes", "8", "--folds", "2", "--out", str(res)]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["eval_questions"] == 2 and last["responses"] == 16
-    ev = json.loads(res.read_text())["eval"]["prm:logprobs"]["4"]
+    saved = json.loads(res.read_text())
+    ev = saved["eval"]["prm:logprobs"]["4"]
     assert ev["bon_min"]["questions"] == 2 and ev["bon_min"]["oracle"] == 1.0
+    # the curve's out-of-fold scores of the 16 labelled responses are saved too, and pair with themselves to 0
+    assert len(saved["curve_candidates"]) == 16 and "prm:logprobs" in saved["curve_candidates"][0]["scores"]
+    from adaptivestep.bench.prm_quality import pair_runs
+
+    same = pair_runs(saved, saved, "prm:logprobs", on="curve")
+    assert same["questions"] == 4 and same["prm_min_a_minus_b"][0] == 0.0
     from adaptivestep.bench.prm_quality import eval_items
 
     items, _ = eval_items(out, Path("rest"), "newline", 4, tmp_path)
@@ -478,3 +485,38 @@ def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_t
     with pytest.raises(SystemExit):
         main(["--corpus", str(out), "--method", "newline", "--eval", "rest", "--backbones", "logprobs"])
     assert "give --questions" in capsys.readouterr().err
+
+
+def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--pair: a scorer that ranks each question's right answers first (run a) against one that ranks them last
+    (run b): within-question AUC 1 vs 0, and a beats b under prm-min; runs on other responses are refused."""
+    from adaptivestep.bench.prm_quality import main, pair_runs
+
+    def run(method: str, good: float, bad: float) -> dict:
+        recs = []
+        for q in range(3):
+            for i in range(4):
+                ok = i == 3 or (q == 0 and i == 2)  # right answers are the minority: majority picks wrong
+                recs.append({"problem_id": f"q{q}", "sample_index": i, "correct": ok, "vote": "1" if ok else "2",
+                             "scores": {"prm:b": [0.5, good if ok else bad]}})
+        return {"method": method, "label_tokens": 100 if method == "confidence" else 250, "eval_candidates": recs}
+
+    a, b = run("confidence", 0.9, 0.1), run("newline", 0.1, 0.9)
+    r = pair_runs(a, b, "prm:b")
+    assert r["questions"] == 3 and r["mixed_questions"] == 3 and r["label_tokens"] == [100, 250]
+    assert r["within_question_auc_min"] == [1.0, 0.0] and r["within_question_auc_min_a_minus_b"][0] == 1.0
+    assert r["prm_min_a_minus_b"][0] == 1.0  # a always picks a right answer, b never
+    assert r["prm_min_minus_majority"][0][0] > 0 >= r["prm_min_minus_majority"][1][0]
+    b["eval_candidates"][0]["sample_index"] = 9
+    with pytest.raises(ValueError, match="same responses"):
+        pair_runs(a, b, "prm:b")
+    with pytest.raises(ValueError, match="no scorer"):
+        pair_runs(a, a, "prm:other")
+    fa, fb = tmp_path / "a.json", tmp_path / "b.json"
+    fa.write_text(json.dumps(a))
+    fb.write_text(json.dumps(run("newline", 0.1, 0.9)))
+    assert main(["--pair", str(fa), str(fb), "--pair-scorer", "prm:b"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "confidence (a) vs newline (b)" in out[0]
+    assert json.loads(out[-1])["within_question_auc_min_a_minus_b"][0] == 1.0

@@ -24,7 +24,9 @@ head add anything over the policy's own confidence?).
 ``--eval rest`` (with ``--questions K`` on a `bench corpus` folder) holds apart the corpus' own questions after the
 first K instead: train-split questions that no head was trained on, which is how the newline baseline (labelled
 on a prefix of the questions) and the confidence split compare. Candidates are split the way the labels were:
-by newline for ``--method newline``, else by AdaptiveStep at the corpus' tau.
+by newline for ``--method newline``, else by AdaptiveStep at the corpus' tau. ``--pair A.json B.json`` then
+pairs two such runs' ``--out`` files per question (:func:`pair_runs`): the confidence split's PRM minus the
+newline split's on the same responses, with the labelling tokens each cost.
 ``--corpus embedded`` runs it on the corpus the package ships (its labels and samples).
 """
 
@@ -445,6 +447,9 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         res["curve"][size] = {name: metrics(items, sc, seed=seed, folds=item_folds)
                               for name, sc in {**row, **combined_scores(row, conf), **conf}.items()}
         res["train_label_tokens"][size] = float(np.mean(spent[size]))
+    if curve:  # the top size's out-of-fold scores per response, so two label sets can be paired (--pair-on curve)
+        top = curve[max(curve)]
+        res["curve_candidates"] = candidate_records(items, {**top, **combined_scores(top, conf), **conf})
     print(f"\nlearning curve ({folds}-fold over questions; each response scored by heads that never saw its question)")
     for size, row in res["curve"].items():
         print(f"  {size:4d} responses: their labels cost {res['train_label_tokens'][size]:,.0f} rollout tokens "
@@ -495,6 +500,63 @@ def candidate_records(items: Sequence[Item], scores: dict[str, list[list[float]]
 def pools_from_records(records: Sequence[dict[str, Any]], scorer: str) -> list[list[Any]]:
     """The Best-of-N pools (one per question, first-seen order) of ``scorer`` from :func:`candidate_records`."""
     return _pools((r["problem_id"], r["sample_index"], r["vote"], r["scores"][scorer], r["correct"]) for r in records)
+
+
+def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "eval", n: int = 4,
+              seed: int = 0) -> dict[str, Any]:
+    """Two `bench prm-quality --out` results on the *same* responses (e.g. the PRM trained on confidence-split
+    labels and the one trained on newline-split labels, each scoring the responses split its own way), paired
+    per question under ``scorer``: within-question AUC (min) of each and a - b, Best-of-N (prm-min,
+    weighted-majority) of each against majority and a - b under the same rule, each with its bootstrap 95%
+    interval as ``[diff, lo, hi]``, and the rollout tokens each side's labels cost. ``on``: ``eval`` = the
+    held-apart candidates (``--eval``), ``curve`` = the corpus' own responses scored out of fold at the
+    curve's top size. Step AUCs are not paired: the two sides' steps differ."""
+    from ..prm.quality import bon_vs_majority, paired_bootstrap, scorer_vs_scorer, within_question_aucs
+
+    recs = []
+    for name, r in (("a", a), ("b", b)):
+        got = r.get(f"{on}_candidates")
+        if not got:
+            raise ValueError(f"--pair: run {name} has no {on}_candidates (run bench prm-quality with --out"
+                             + (" and --eval)" if on == "eval" else ")"))
+        if scorer not in got[0]["scores"]:
+            raise ValueError(f"--pair: run {name} has no scorer {scorer!r} (it has {sorted(got[0]['scores'])})")
+        recs.append(sorted(got, key=lambda x: (x["problem_id"], x["sample_index"])))
+    ka = [(x["problem_id"], x["sample_index"], x["correct"]) for x in recs[0]]
+    if ka != [(x["problem_id"], x["sample_index"], x["correct"]) for x in recs[1]]:
+        raise ValueError("--pair: the two runs did not score the same responses (or disagree on their correctness)")
+    aucs = [within_question_aucs([x["problem_id"] for x in rs], [x["scores"][scorer] for x in rs],
+                                 [x["correct"] for x in rs], "min") for rs in recs]
+    qs = list(aucs[0])
+    pools = [pools_from_records(rs, scorer) for rs in recs]
+    out: dict[str, Any] = {
+        "scorer": scorer, "on": on, "n": n, "methods": [a.get("method"), b.get("method")],
+        "questions": len({k[0] for k in ka}), "mixed_questions": len(qs),
+        "label_tokens": [a.get("label_tokens"), b.get("label_tokens")],
+        "within_question_auc_min": [float(np.mean([x[q] for q in qs])) if qs else float("nan") for x in aucs],
+        "within_question_auc_min_a_minus_b": list(paired_bootstrap([aucs[0][q] for q in qs], [aucs[1][q] for q in qs],
+                                                                   seed=seed)),
+    }
+    for rule in ("prm-min", "weighted-majority"):
+        key = rule.replace("-", "_")
+        out[f"{key}_minus_majority"] = [[r.diff, r.lo, r.hi] for r in
+                                        (bon_vs_majority(p, rule, n, seed=seed) for p in pools)]
+        out[f"{key}_a_minus_b"] = list(scorer_vs_scorer(pools[0], pools[1], rule, n, seed=seed)[:3])
+    return out
+
+
+def _print_pair(r: dict[str, Any]) -> None:
+    a, b = (m or "?" for m in r["methods"])
+    iv = lambda x, k=100: f"{k * x[0]:+.1f} [{k * x[1]:+.1f}, {k * x[2]:+.1f}]"  # noqa: E731
+    print(f"{r['scorer']}, {a} (a) vs {b} (b), on the {r['on']} responses: {r['questions']} questions, "
+          f"{r['mixed_questions']} mixed, N = {r['n']}")
+    print(f"  training labels cost: a {r['label_tokens'][0]:,} / b {r['label_tokens'][1]:,} rollout tokens")
+    wa, wb = r["within_question_auc_min"]
+    d = r["within_question_auc_min_a_minus_b"]
+    print(f"  within-question AUC (min): a {wa:.3f}, b {wb:.3f}, a - b {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
+    for rule in ("prm_min", "weighted_majority"):
+        ma, mb = r[f"{rule}_minus_majority"]
+        print(f"  {rule.replace('_', '-')}: a - majority {iv(ma)}, b - majority {iv(mb)}, a - b {iv(r[f'{rule}_a_minus_b'])}")
 
 
 def eval_items(corpus: Path, eval_dir: Path, method: str, questions: int | None,
@@ -573,7 +635,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "'rest' = the corpus' own questions after --questions K")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
+    p.add_argument("--pair", nargs=2, default=None, metavar=("A_JSON", "B_JSON"),
+                   help="no training: pair two --eval runs' --out files scored on the same responses (e.g. "
+                   "--method confidence vs newline) per question under --pair-scorer")
+    p.add_argument("--pair-scorer", default="prm:smollm2-135m", help="the scorer --pair compares")
+    p.add_argument("--pair-on", default="eval", choices=["eval", "curve"],
+                   help="--pair on the held-apart candidates, or on the corpus' responses scored out of fold")
     a = p.parse_args(argv)
+    if a.pair:
+        runs = [json.loads(Path(f).read_text()) for f in a.pair]
+        try:
+            pr = pair_runs(runs[0], runs[1], a.pair_scorer, on=a.pair_on, seed=a.seed)
+        except ValueError as e:
+            p.error(str(e))
+        _print_pair(pr)
+        print(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in pr.items()}))
+        return 0
     if a.quick:
         a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
     if a.eval == "rest" and not a.questions:

@@ -3,6 +3,7 @@
 - :func:`response_auc`: aggregated step scores vs final correctness (does the PRM rank right answers higher?);
 - :func:`within_question_auc`: the same, but only candidates of one question compared with each other (what
   Best-of-N asks of a score; a pooled AUC also rewards knowing which *questions* are easy);
+  :func:`within_question_aucs` gives each question's, to pair two scorers on;
 - :func:`bon_vs_majority`: Best-of-N accuracy of a scoring rule and of majority vote on the same pools, per
   question (exact expectation over all N-subsets of each pool), and their paired difference with a
   bootstrap interval over questions; :func:`scorer_vs_scorer`: the same paired difference between two
@@ -45,17 +46,30 @@ def within_question_auc(groups: Sequence[str], step_scores: Sequence[Sequence[fl
     ...                     [True, False, True, False, True])
     (0.75, 2)
     """
+    aucs = list(within_question_aucs(groups, step_scores, correct, how).values())
+    return (float(np.mean(aucs)), len(aucs)) if aucs else (float("nan"), 0)
+
+
+def within_question_aucs(groups: Sequence[str], step_scores: Sequence[Sequence[float]], correct: Sequence[bool],
+                         how: str = "min") -> dict[str, float]:
+    """Each mixed question's own AUC (see :func:`within_question_auc`), by question, in first-seen order: what
+    two scorers of the same responses are paired on.
+
+    >>> within_question_aucs(["a", "a", "b", "b", "b"], [[0.2], [0.1], [0.9], [0.8], [0.7]],
+    ...                      [True, False, True, False, True])
+    {'a': 1.0, 'b': 0.5}
+    """
     by: dict[str, list[tuple[float, bool]]] = {}
     for g, sc, ok in zip(groups, step_scores, correct):
         if len(sc):
             by.setdefault(g, []).append((aggregate(list(sc), how), bool(ok)))
-    aucs = []
-    for rows in by.values():
+    out = {}
+    for g, rows in by.items():
         pos = [v for v, ok in rows if ok]
         neg = [v for v, ok in rows if not ok]
         if pos and neg:
-            aucs.append(float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])))
-    return (float(np.mean(aucs)), len(aucs)) if aucs else (float("nan"), 0)
+            out[g] = float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+    return out
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
