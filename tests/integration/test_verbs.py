@@ -97,3 +97,5 @@ def test_bench_quick_prints_figures_then_one_json_line(capsys: pytest.CaptureFix
     # the labelling row splits its wall time: the engine's share cannot exceed the whole
     assert 0 < res["labelling_stream_engine_s"] <= res["labelling_stream_wall_s"]
     assert res["labelling_stream_rollouts"] > 0
+    # labelling runs with the backend's default sequences (as `label` does), and its prefix share is a share
+    assert res["labelling_sequences"] == 16 and 0 <= res["labelling_stream_prefix_share"] < 1

@@ -95,10 +95,13 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
             f"bench throughput: --model must be a GGUF file or an embedded name, got directory {path}"
         )
     n_tok, reps = (64, 3) if quick else (256, 5)
-    opts: dict[str, Any] = {"n_ctx": 1024, "n_seq_max": N_ROLLOUTS, "n_threads": threads}
+    opts: dict[str, Any] = {"n_ctx": 1024, "n_threads": threads}
     # fast = llama.cpp's own defaults (repacked weights, full batches): the honest raw-engine baseline
-    fast = LlamaCppBackend(path, exact=False, **opts)
-    be = LlamaCppBackend(path, **opts)  # the default, exact mode
+    fast = LlamaCppBackend(path, exact=False, n_seq_max=N_ROLLOUTS, **opts)
+    # the default, exact mode, with the backend's default number of sequences, as `label` and `bench corpus`
+    # run it: (c) decodes 8 of them, and labelling keeps the open samples' prefixes cached beside their
+    # running rollouts (with only 8 a labelling job re-evaluated prefixes about twice as often)
+    be = LlamaCppBackend(path, **opts)
     try:
         prompt = be.tokenize(be.chat_prompt(PROMPT))
         for b in (fast, be):  # warm-up: page the weights in, evaluate the prompt once
@@ -125,7 +128,7 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         long_prompt = _long_prompt(be, 256 if quick else 448)
         batched_long, _ = _batched(be, long_prompt, n_tok, reps)
         batched_fast, evals_fast = _batched(fast, prompt, n_tok, reps)
-        threads_used = be.n_threads
+        threads_used, sequences = be.n_threads, be.n_seq_max
         fast.close()  # its cache is not needed for labelling
         from .labelling import run as labelling
 
@@ -163,6 +166,10 @@ def run(quick: bool = False, model: str | None = None, *, threads: int | None = 
         "greedy_matches_raw_tokens": same,
         "greedy_compared_tokens": n_cmp,
         **lab,
+        "labelling_sequences": sequences,
+        # rows run through the model that were prefix re-evaluation rather than rollout tokens
+        "labelling_stream_prefix_share": round(lab["labelling_stream_prefix_tokens"] / max(
+            1, lab["labelling_stream_prefix_tokens"] + lab["labelling_stream_tokens"]), 3),
         "labelling_vs_aggregate_ratio": round(lab["labelling_stream_tok_s"] / _median(batched), 3),
         "labelling_lockstep_vs_aggregate_ratio": round(lab["labelling_lockstep_tok_s"] / _median(batched), 3),
         "labelling_vs_long_prefix_aggregate_ratio": round(lab["labelling_stream_tok_s"] / _median(batched_long), 3),
@@ -299,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"    streaming: {res['labelling_stream_rollouts']} rollouts, {res['labelling_stream_prefix_tokens']} prefix "
-        f"tokens evaluated; {res['labelling_stream_engine_s']:.1f} of {res['labelling_stream_wall_s']:.1f} s inside "
+        f"tokens evaluated ({res['labelling_stream_prefix_share']:.0%} of the rows run, {res['labelling_sequences']} "
+        f"sequences); {res['labelling_stream_engine_s']:.1f} of {res['labelling_stream_wall_s']:.1f} s inside "
         f"the engine ({res['labelling_stream_engine_tok_s']:.2f} tok/s there, "
         f"{res['labelling_engine_vs_aggregate_ratio']:.2f} x (c)); the rest judges, logs and plans; streaming vs "
         f"(c) from the long prefix: {res['labelling_vs_long_prefix_aggregate_ratio']:.2f}"
