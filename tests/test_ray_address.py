@@ -40,3 +40,18 @@ def test_cli_prints_one_line_for_an_unreachable_cluster(tmp_path):
     err = r.stderr.strip()
     assert "--ray" in err and "Traceback" not in err, err
     assert len(err.splitlines()) == 1, err
+
+
+def test_score_ray_with_a_prm_server_is_a_usage_error(tmp_path, capsys):
+    """--ray holds the PRM in actors; a --prm-server scores elsewhere: the two together are refused in one line."""
+    from adaptivestep.cli import main
+    from adaptivestep.jsonl import JsonlWriter
+    from adaptivestep.records import LabeledRecord
+
+    data = tmp_path / "labels.jsonl"
+    with JsonlWriter(data) as w:
+        w.write(LabeledRecord(prompt="1+1?", completions=["2"], labels=[1.0], problem_id="q", sample_index=0))
+    rc = main(["score", str(data), "--prm-server", "http://127.0.0.1:9", "--ray", "--out", str(tmp_path / "s.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--ray" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "s.jsonl").exists()

@@ -186,13 +186,9 @@ def _load_scorer(a: argparse.Namespace):  # noqa: ANN202
         return PRMServerScorer(a.prm_server, model_dir=a.prm)
     if not a.prm:
         raise UsageError("give --prm DIR (a PRM from 'train') or --prm-server URL (a vLLM pooling server)")
-    if getattr(a, "math_shepherd", False):
-        from .prm.interop import MathShepherdScorer
+    from .scoring import open_scorer
 
-        return MathShepherdScorer(a.prm)
-    from .prm.model import PRM
-
-    return PRM.load(a.prm)
+    return open_scorer(a.prm, math_shepherd=getattr(a, "math_shepherd", False))
 
 
 def _step_items(a: argparse.Namespace) -> tuple[list[tuple[str, int, str, list[str]]], dict[str, Problem]]:
@@ -226,13 +222,26 @@ def cmd_score(a: argparse.Namespace) -> int:
     from .records import StepScores
 
     items, problems = _step_items(a)
-    scorer = _load_scorer(a)
     out = Path(a.out)
     if out.exists():
         raise UsageError(f"{out} exists; files are never rewritten: choose another --out")
     if a.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {a.batch}")
-    scores = score_steps(scorer, [(problems[pid].question, steps) for pid, _, _, steps in items], a.batch)
+    questions_steps = [(problems[pid].question, steps) for pid, _, _, steps in items]
+    if a.ray is None:
+        scores = score_steps(_load_scorer(a), questions_steps, a.batch)
+    else:  # the driver reads and writes; actors each holding the PRM score chunks of --batch responses
+        if a.prm_server or not a.prm:
+            raise UsageError("--ray scores with --prm DIR on a pool of Ray actors (a --prm-server scores elsewhere)")
+        try:
+            from .backends.ray_pool import RayPoolScorer
+        except ImportError as e:
+            raise ImportError(f"--ray needs Ray ({e}); run: pip install 'adaptivestep[ray]'") from e
+        pool = RayPoolScorer(a.prm, math_shepherd=a.math_shepherd, address=a.ray, actors=a.ray_actors, chunk=a.batch)
+        try:
+            scores = score_steps(pool, questions_steps)
+        finally:
+            pool.close()
     with JsonlWriter(out, fsync=False) as w:
         w.write_all(StepScores(pid, idx, sc, str(a.prm_server or a.prm), method) for (pid, idx, method, _), sc in zip(items, scores))
     print(f"scored {len(items)} responses -> {out}")
@@ -476,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--math-shepherd", action="store_true", help="--prm is a Math-Shepherd-style LM PRM")
     sc.add_argument("--out", required=True, help="scores JSONL to write")
     sc.add_argument("--batch", type=int, default=16, help="responses per scoring call")
+    sc.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="score on a pool of Ray actors each holding the PRM: ADDRESS of a running cluster "
+                         "(host:port or auto); without ADDRESS, a Ray started in this process")
+    sc.add_argument("--ray-actors", type=int, default=None, help="actors in that pool (default: one per CPU)")
     sc.set_defaults(func=cmd_score)
 
     pe = sub.add_parser("prm-eval", help="ProcessBench-style PRM evaluation: find each solution's first wrong step",

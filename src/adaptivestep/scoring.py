@@ -23,3 +23,16 @@ class StepScorer(Protocol):
 def score_one(scorer: StepScorer, question: str, steps: Sequence[str]) -> list[float]:
     """Scores of one response's steps."""
     return scorer.score_batch([(question, steps)])[0]
+
+
+def open_scorer(prm: str, *, math_shepherd: bool = False) -> StepScorer:
+    """The step scorer in ``prm``: a PRM directory from ``train`` (``embedded`` = the shipped one), or with
+    ``math_shepherd`` a Math-Shepherd-style LM PRM. (A PRM served by vLLM is
+    :class:`adaptivestep.prm.server.PRMServerScorer`.)"""
+    if math_shepherd:
+        from .prm.interop import MathShepherdScorer
+
+        return MathShepherdScorer(prm)
+    from .prm.model import PRM
+
+    return PRM.load(prm)

@@ -185,3 +185,25 @@ def _count(log: Path) -> int:
             return int(db.execute("SELECT COUNT(*) FROM rollouts").fetchone()[0])
         except sqlite3.OperationalError:
             return 0
+
+
+def test_score_on_the_cluster_equals_scoring_in_process(cluster, tmp_path: Path) -> None:
+    """`score --ray ADDRESS`: two actors, each holding the shipped PRM, score chunks of 1 response; the driver
+    writes the same step scores, in the same order, as `score` in this process."""
+    import json
+
+    from adaptivestep.cli import main
+
+    problems = _job_inputs(tmp_path, _path("smollm2-135m"))
+    with JsonlWriter(tmp_path / "problems.jsonl", fsync=False) as w:
+        w.write_all(problems.values())
+    common = ["score", str(tmp_path / "samples.jsonl"), "--splits", str(tmp_path / "splits.jsonl"), "--prm", "embedded"]
+    assert main([*common, "--out", str(tmp_path / "local.jsonl")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray.jsonl"), "--ray", cluster, "--ray-actors", "2",
+                 "--batch", "1"]) == 0
+    local, remote = ([json.loads(x) for x in (tmp_path / f).read_text().splitlines()] for f in ("local.jsonl", "ray.jsonl"))
+    assert len(local) == len(problems)
+    assert [(r["problem_id"], r["sample_index"]) for r in remote] == [(r["problem_id"], r["sample_index"]) for r in local]
+    for a, b in zip(local, remote):
+        assert len(a["scores"]) == len(b["scores"]) > 0
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)

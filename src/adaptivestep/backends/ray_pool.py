@@ -1,4 +1,5 @@
-"""A pool of Ray actors, each holding any backend, behind the Backend Protocol (``--ray [ADDRESS]``).
+"""A pool of Ray actors, each holding any backend, behind the Backend Protocol (``--ray [ADDRESS]``); and a
+pool of actors each holding the same PRM, behind the StepScorer Protocol (``score --ray``).
 
 The only module that imports ``ray``. The driver keeps the job: it plans the work, writes every output and the
 work log; actors only turn requests into continuations. A request with ``n`` continuations is cut into pieces
@@ -89,6 +90,87 @@ def disconnect() -> None:
     ray.shutdown()
 
 
+class _ScorerWorker:
+    """What runs inside one scoring actor: a PRM opened by :func:`adaptivestep.scoring.open_scorer`."""
+
+    def __init__(self, prm: str, math_shepherd: bool, threads: int):
+        try:
+            import torch
+
+            torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, not the whole node's
+        except ImportError:
+            pass
+        from adaptivestep.scoring import open_scorer
+
+        self.scorer = open_scorer(prm, math_shepherd=math_shepherd)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def score(self, chunk: tuple[int, list[tuple[str, list[str]]]]) -> tuple[int, list[list[float]]]:
+        key, items = chunk
+        return key, [[float(x) for x in sc] for sc in self.scorer.score_batch(items)]
+
+
+def _start_actors(cls: type, args: tuple[Any, ...], address: str, actors: int | None, cpus_per_actor: int,
+                  restarts: int, start_timeout_s: float, what: str) -> tuple[list[Any], list[int]]:
+    """``actors`` (default: one per ``cpus_per_actor`` CPUs of the cluster) Ray actors ``cls(*args)`` that Ray
+    restarts when their process dies (and re-runs the call they were serving), and their process ids, once
+    all have started."""
+    if cpus_per_actor < 1 or (actors is not None and actors < 1):
+        raise ValueError("--ray: cpus_per_actor and actors must be >= 1")
+    connect(address)
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
+    remote = ray.remote(num_cpus=cpus_per_actor, max_restarts=restarts, max_task_retries=restarts)(cls)
+    started = [remote.remote(*args) for _ in range(actors)]
+    try:
+        pids = ray.get([a.ready.remote() for a in started], timeout=start_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        for a in started:
+            ray.kill(a, no_restart=True)
+        raise RayUnavailable(
+            f"--ray {address}: {actors} actors of {cpus_per_actor} CPU(s) did not start within "
+            f"{start_timeout_s:.0f} s (cluster CPUs: {ray.cluster_resources().get('CPU', 0)}); "
+            "use fewer actors or add nodes"
+        ) from None
+    except ray.exceptions.RayActorError as e:
+        for a in started:
+            ray.kill(a, no_restart=True)
+        raise RayUnavailable(f"--ray: an actor could not open {what}: {e}") from e
+    return started, pids
+
+
+class RayPoolScorer:
+    """``actors`` Ray actors each holding the PRM in ``prm`` (:func:`adaptivestep.scoring.open_scorer`); a
+    StepScorer itself. ``score_batch`` cuts its items into chunks of ``chunk`` responses, which idle actors
+    score, and returns the scores in item order. The driver writes every output. An actor whose process dies
+    is restarted by Ray, which re-runs the chunk it was scoring (a pure function of the PRM and the items).
+    Every node needs adaptivestep, torch and the PRM directory at the same path."""
+
+    def __init__(self, prm: str, *, math_shepherd: bool = False, address: str = LOCAL, actors: int | None = None,
+                 cpus_per_actor: int = 1, chunk: int = 16, restarts: int = 4, start_timeout_s: float = 600.0):
+        if chunk < 1:
+            raise ValueError("--ray: the chunk of responses per actor call must be >= 1")
+        self._actors, _ = _start_actors(_ScorerWorker, (prm, math_shepherd, cpus_per_actor), address, actors,
+                                     cpus_per_actor, restarts, start_timeout_s, f"the PRM {prm}")
+        self._pool = ActorPool(list(self._actors))
+        self.chunk = chunk
+
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        chunks = [(k, [(q, list(st)) for q, st in items[i: i + self.chunk]])
+                  for k, i in enumerate(range(0, len(items), self.chunk))]
+        out: list[list[float]] = []
+        for _, scores in self._pool.map(lambda a, v: a.score.remote(v), chunks):  # results in chunk order
+            out.extend(scores)
+        return out
+
+    def close(self) -> None:
+        for a in getattr(self, "_actors", []):
+            ray.kill(a, no_restart=True)
+        self._actors = []
+
+
 class RayPoolBackend:
     """``actors`` Ray actors each holding ``load_backend(name, model, **options)``; a Backend itself.
 
@@ -116,27 +198,12 @@ class RayPoolBackend:
         start_timeout_s: float = 600.0,
         **options: Any,
     ) -> None:
-        if bundle < 1 or cpus_per_actor < 1 or (actors is not None and actors < 1):
-            raise ValueError("--ray: bundle, cpus_per_actor and actors must be >= 1")
-        connect(address)
-        if actors is None:
-            actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_actor)
+        if bundle < 1:
+            raise ValueError("--ray: bundle must be >= 1")
         if name == "llamacpp":
             options.setdefault("n_threads", cpus_per_actor)
-        remote = ray.remote(num_cpus=cpus_per_actor, max_restarts=restarts, max_task_retries=restarts)(_Worker)
-        self._actors = [remote.remote(name, model, options) for _ in range(actors)]
-        try:
-            self.pids = ray.get([a.ready.remote() for a in self._actors], timeout=start_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            self.close()
-            raise RayUnavailable(
-                f"--ray {address}: {actors} actors of {cpus_per_actor} CPU(s) did not start within "
-                f"{start_timeout_s:.0f} s (cluster CPUs: {ray.cluster_resources().get('CPU', 0)}); "
-                "use fewer actors or add nodes"
-            ) from None
-        except ray.exceptions.RayActorError as e:
-            self.close()
-            raise RayUnavailable(f"--ray: an actor could not open {name} {model}: {e}") from e
+        self._actors, self.pids = _start_actors(_Worker, (name, model, options), address, actors, cpus_per_actor,
+                                                restarts, start_timeout_s, f"{name} {model}")
         self._pool = ActorPool(list(self._actors))
         self.model_id = model
         self.backend_name = name
