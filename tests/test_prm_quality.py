@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -513,9 +514,9 @@ def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
         pair_runs(a, b, "prm:b")
     with pytest.raises(ValueError, match="no scorer"):
         pair_runs(a, a, "prm:other")
-    fa, fb = tmp_path / "a.json", tmp_path / "b.json"
+    fa, fb = tmp_path / "a.json", tmp_path / "b.json.gz"  # either may be gzipped, as docs/results keeps them
     fa.write_text(json.dumps(a))
-    fb.write_text(json.dumps(run("newline", 0.1, 0.9)))
+    fb.write_bytes(gzip.compress(json.dumps(run("newline", 0.1, 0.9)).encode()))
     assert main(["--pair", str(fa), str(fb), "--pair-scorer", "prm:b"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert "confidence (a) vs newline (b)" in out[0]

@@ -502,6 +502,14 @@ def pools_from_records(records: Sequence[dict[str, Any]], scorer: str) -> list[l
     return _pools((r["problem_id"], r["sample_index"], r["vote"], r["scores"][scorer], r["correct"]) for r in records)
 
 
+def _read_run(path: Path) -> dict[str, Any]:
+    """A `--out` file, plain or gzipped (as the results under docs/results are kept)."""
+    import gzip
+
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
+        return json.load(f)
+
+
 def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "eval", n: int = 4,
               seed: int = 0) -> dict[str, Any]:
     """Two `bench prm-quality --out` results on the *same* responses (e.g. the PRM trained on confidence-split
@@ -643,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="--pair on the held-apart candidates, or on the corpus' responses scored out of fold")
     a = p.parse_args(argv)
     if a.pair:
-        runs = [json.loads(Path(f).read_text()) for f in a.pair]
+        runs = [_read_run(Path(f)) for f in a.pair]
         try:
             pr = pair_runs(runs[0], runs[1], a.pair_scorer, on=a.pair_on, seed=a.seed)
         except ValueError as e:
