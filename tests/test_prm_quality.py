@@ -521,3 +521,9 @@ def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
     out = capsys.readouterr().out.strip().splitlines()
     assert "confidence (a) vs newline (b)" in out[0]
     assert json.loads(out[-1])["within_question_auc_min_a_minus_b"][0] == 1.0
+    torn = tmp_path / "torn.json.gz"
+    torn.write_bytes(gzip.compress(b'{"method": "newline"')[:-4])
+    for bad in (tmp_path / "missing.json", torn):  # a usage error naming the file, not a traceback
+        with pytest.raises(SystemExit) as e:
+            main(["--pair", str(fa), str(bad)])
+        assert e.value.code == 2 and str(bad) in capsys.readouterr().err

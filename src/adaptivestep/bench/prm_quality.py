@@ -503,11 +503,19 @@ def pools_from_records(records: Sequence[dict[str, Any]], scorer: str) -> list[l
 
 
 def _read_run(path: Path) -> dict[str, Any]:
-    """A `--out` file, plain or gzipped (as the results under docs/results are kept)."""
+    """A `--out` file, plain or gzipped (as the results under docs/results are kept); ValueError naming the file
+    when it cannot be read as one JSON object."""
     import gzip
+    import zlib
 
-    with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
-        return json.load(f)
+    try:
+        with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
+            run = json.load(f)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--pair {path}: not a readable `bench prm-quality --out` file ({e})") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"--pair {path}: expected a JSON object, got {type(run).__name__}")
+    return run
 
 
 def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "eval", n: int = 4,
@@ -644,15 +652,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     p.add_argument("--pair", nargs=2, default=None, metavar=("A_JSON", "B_JSON"),
-                   help="no training: pair two --eval runs' --out files scored on the same responses (e.g. "
+                   help="no training: pair two --eval runs' --out files (plain or .gz) scored on the same responses (e.g. "
                    "--method confidence vs newline) per question under --pair-scorer")
     p.add_argument("--pair-scorer", default="prm:smollm2-135m", help="the scorer --pair compares")
     p.add_argument("--pair-on", default="eval", choices=["eval", "curve"],
                    help="--pair on the held-apart candidates, or on the corpus' responses scored out of fold")
     a = p.parse_args(argv)
     if a.pair:
-        runs = [_read_run(Path(f)) for f in a.pair]
         try:
+            runs = [_read_run(Path(f)) for f in a.pair]
             pr = pair_runs(runs[0], runs[1], a.pair_scorer, on=a.pair_on, seed=a.seed)
         except ValueError as e:
             p.error(str(e))
