@@ -432,11 +432,9 @@ def test_bench_prm_quality_eval_rows_reach_the_summary_with_a_row_against_confid
         last["eval_prm_logprobs_n4_bon_min_minus_majority"])
 
 
-def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_the_labels(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--method newline --questions 4 --eval rest: heads train on the first 4 questions' newline labels and
-    score questions 5-6, split at line breaks (3 steps each, not AdaptiveStep's); without --questions it refuses."""
-    from adaptivestep.bench.prm_quality import main
+def _newline_corpus(tmp_path: Path) -> Path:
+    """Six questions x 4 responses (even = right, sure; odd = wrong, unsure), three lines each; the first 4
+    questions newline-labelled at 10 rollout tokens per response (40 per question)."""
     from adaptivestep.jsonl import JsonlWriter
     from adaptivestep.records import LabeledRecord, Sample
 
@@ -461,6 +459,16 @@ def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_t
                                            problem_id=p.id, sample_index=i, method="newline",
                                            step_token_ends=[1, 2, 3], cost={"rollouts": 3, "generated_tokens": 10}))
     (out / "tau.json").write_text('{"tau": 0.5}')
+    return out
+
+
+def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_the_labels(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--method newline --questions 4 --eval rest: heads train on the first 4 questions' newline labels and
+    score questions 5-6, split at line breaks (3 steps each, not AdaptiveStep's); without --questions it refuses."""
+    from adaptivestep.bench.prm_quality import main
+
+    out = _newline_corpus(tmp_path)
     res = tmp_path / "q.json"
     assert main(["--corpus", str(out), "--method", "newline", "--questions", "4", "--eval", "rest",
                  "--backbones", "logprobs", "--sizes", "8", "--folds", "2", "--out", str(res)]) == 0
@@ -486,6 +494,27 @@ def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_t
     with pytest.raises(SystemExit):
         main(["--corpus", str(out), "--method", "newline", "--eval", "rest", "--backbones", "logprobs"])
     assert "give --questions" in capsys.readouterr().err
+
+
+def test_label_budget_and_rest_after_compare_two_prefixes_on_the_same_held_apart_questions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--label-budget 85 takes the longest question prefix whose labels cost <= 85 tokens (2 questions at 40
+    each); --rest-after 3 then scores questions 4-6 whatever the prefix, and refuses a smaller N than it."""
+    from adaptivestep.bench.prm_quality import corpus_items, main, questions_within
+
+    out = _newline_corpus(tmp_path)
+    items = corpus_items(out, "newline")
+    assert [questions_within(items, out, b) for b in (39, 40, 85, 120, 10**6)] == [0, 1, 2, 3, 4]  # stops at unlabelled q4
+    assert main(["--corpus", str(out), "--method", "newline", "--label-budget", "85", "--eval", "rest",
+                 "--rest-after", "3", "--backbones", "logprobs", "--sizes", "4", "--folds", "2"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["responses"] == 8 and last["eval_questions"] == 3
+    with pytest.raises(ValueError, match="--rest-after 1"):
+        main(["--corpus", str(out), "--method", "newline", "--label-budget", "85", "--eval", "rest",
+              "--rest-after", "1", "--backbones", "logprobs", "--sizes", "4", "--folds", "2"])
+    with pytest.raises(SystemExit):
+        main(["--corpus", str(out), "--method", "newline", "--questions", "2", "--label-budget", "85"])
+    assert "not both" in capsys.readouterr().err
 
 
 def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(

@@ -158,6 +158,24 @@ def first_questions(items: list[Item], corpus: Path, count: int) -> list[Item]:
     return [i for i in items if i.problem_id in keep]
 
 
+def questions_within(items: list[Item], corpus: Path, budget: int) -> int:
+    """The largest K whose first K corpus questions are labelled and cost at most ``budget`` rollout tokens, so that two
+    label sets (e.g. confidence vs newline) can be compared at equal labelling cost rather than on equal questions."""
+    from ..jsonl import read_records
+    from ..records import Problem
+
+    cost: dict[str, int] = {}
+    for i in items:
+        cost[i.problem_id] = cost.get(i.problem_id, 0) + i.label_tokens
+    spent, k = 0, 0
+    for p in read_records(corpus / "problems.jsonl", Problem):  # the labelled prefix only
+        spent += cost.get(p.id, budget + 1)
+        if spent > budget:
+            break
+        k += 1
+    return k
+
+
 def candidate_items(folder: Path, tau: float, split: str = "confidence") -> list[Item]:
     """Items of a folder of candidates (``samples.jsonl``, or a main job's ``candidates.jsonl``, + ``problems.jsonl``),
     split by AdaptiveStep at ``tau`` (``split="newline"``: at line breaks, ``tau`` unused)."""
@@ -413,18 +431,30 @@ def _fmt(m: dict[str, Any]) -> str:
 
 def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int, seed: int,
         eval_dir: Path | None, method: str = "confidence", questions: int | None = None,
-        saver: str = "early-stop", unregularised: bool = False, cache: Path | None = None) -> dict[str, Any]:
+        saver: str = "early-stop", unregularised: bool = False, cache: Path | None = None,
+        label_budget: int | None = None, rest_after: int | None = None) -> dict[str, Any]:
     """The learning curve on ``corpus`` (a `bench corpus` folder or a shipped one); features are cached in
-    ``cache`` (default: the corpus' ``features/``, or ``runs/prm-quality-features`` for a shipped corpus)."""
+    ``cache`` (default: the corpus' ``features/``, or ``runs/prm-quality-features`` for a shipped corpus).
+    ``label_budget``: train on the corpus' longest question prefix whose labels cost at most that many rollout
+    tokens (instead of ``questions``); ``rest_after``: with ``eval_dir`` ``rest``, hold apart the questions after
+    the first ``rest_after`` (default: the training questions), so runs of different sizes score the same ones."""
     t0 = time.perf_counter()
     shipped = is_shipped(corpus, method)
-    if shipped and (method == "outcome" or questions):
+    if shipped and (method == "outcome" or questions or label_budget):
         raise ValueError(f"{corpus}: a shipped corpus has no problems file, so neither --method outcome "
-                         "nor --questions; build the folder with `bench corpus`")
+                         "nor --questions / --label-budget; build the folder with `bench corpus`")
     if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
         items = candidate_items(corpus, corpus_tau(corpus))
     else:
         items = corpus_items(corpus, method, saver)
+    if label_budget is not None:
+        questions = questions_within(items, corpus, label_budget)
+        if not questions:
+            raise ValueError(f"--label-budget {label_budget}: the corpus' first question alone costs more")
+        print(f"--label-budget {label_budget:,}: the first {questions} questions", flush=True)
+    if rest_after is not None and (not questions or rest_after < questions):
+        raise ValueError(f"--rest-after {rest_after}: must be at least the {questions} training questions, "
+                         "or a held-apart question would be trained on")
     if questions:
         items = first_questions(items, corpus, questions)
     if not items:
@@ -435,7 +465,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
           f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
           f"pass rate {np.mean([i.correct for i in items]):.2f}", flush=True)
     res: dict[str, Any] = {"corpus": str(corpus), "method": method, "saver": saver, "responses": len(items),
-                           "curve": {}}
+                           "questions": questions, "curve": {}}
     spent: dict[int, list[int]] = {}
     curve = learning_curve(items, feats, sizes, folds, seed, spent, unregularised)
     conf = confidence_scores(items)
@@ -458,7 +488,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
             if size == min(res["curve"]) or not name.startswith("confidence"):
                 print(f"  {size:4d} responses  {name:28s} {_fmt(m)}")
     if eval_dir is not None:
-        ev, ecache = eval_items(corpus, eval_dir, method, questions, cache)
+        ev, ecache = eval_items(corpus, eval_dir, method, rest_after or questions, cache)
         scores = eval_scores(items, feats, ev, ecache, seed)
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
         res["eval_candidates"] = candidate_records(ev, scores)
@@ -647,8 +677,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--unregularised", action="store_true", help="add the head without L2 (prm-noreg)")
     p.add_argument("--questions", type=int, default=None,
                    help="only the corpus' first this many questions (e.g. those its newline baseline labelled)")
+    p.add_argument("--label-budget", type=int, default=None, metavar="TOKENS",
+                   help="instead of --questions: the corpus' longest question prefix whose labels cost at most "
+                   "TOKENS rollout tokens (compare two splits at equal labelling cost)")
     p.add_argument("--eval", default=None, help="folder of held-apart candidates (samples.jsonl + problems.jsonl); "
                    "'rest' = the corpus' own questions after --questions K")
+    p.add_argument("--rest-after", type=int, default=None, metavar="N",
+                   help="with --eval rest: hold apart the questions after the first N (N >= the training "
+                   "questions), so two runs trained on different prefixes score the same questions")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     p.add_argument("--pair", nargs=2, default=None, metavar=("A_JSON", "B_JSON"),
@@ -669,8 +705,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if a.quick:
         a.backbones, a.folds, a.sizes = ["smollm2-135m"], 2, [2]
-    if a.eval == "rest" and not a.questions:
-        p.error("--eval rest holds apart the corpus' questions after --questions K: give --questions")
+    if a.questions and a.label_budget is not None:
+        p.error("give --questions or --label-budget, not both")
+    if a.eval == "rest" and not (a.questions or a.label_budget is not None):
+        p.error("--eval rest holds apart the corpus' questions after --questions K: give --questions "
+                "(or --label-budget)")
+    if a.rest_after is not None and a.eval != "rest":
+        p.error("--rest-after goes with --eval rest")
     corpus = Path(a.corpus)
     if a.corpus == "embedded" or a.corpus.startswith("embedded:"):
         from ..prm.shipped import SHIPPED, corpus_dir, spec_task
@@ -681,7 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"(shipped: {sorted(SHIPPED)})")
         corpus = found
     res = run(corpus, a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
-              a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None)
+              a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None,
+              a.label_budget, a.rest_after)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
     summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}
