@@ -556,3 +556,42 @@ def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
         with pytest.raises(SystemExit) as e:
             main(["--pair", str(fa), str(bad)])
         assert e.value.code == 2 and str(bad) in capsys.readouterr().err
+
+
+def test_train_modes_adds_a_fine_tuned_prm_row_on_the_held_apart_questions_and_reuses_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """--train-modes lora fine-tunes a PRM (tiny random Qwen2) on the 16 training responses and scores the 8
+    held-apart ones (scorer lora:BACKBONE, one score per step); a rerun reuses the trained PRM instead of
+    training again; --pair-scorer A B pairs it with the same run's frozen-backbone head."""
+    from tiny_models import save_tiny_qwen2
+
+    from adaptivestep.bench.prm_quality import main, pair_runs
+
+    out = _newline_corpus(tmp_path)
+    bb = save_tiny_qwen2(tmp_path / "tiny", [f"What is {k} + {k}? {k} and {k}. Together {2 * k}. The answer is 7."
+                                             for k in range(40)])
+    res = tmp_path / "q.json"
+    args = ["--corpus", str(out), "--method", "newline", "--questions", "4", "--eval", "rest", "--backbones", str(bb),
+            "--sizes", "8", "--folds", "2", "--train-modes", "lora", "--out", str(res)]
+    assert main(args) == 0
+    name = f"lora:{bb}"
+    saved = json.loads(res.read_text())
+    recs = saved["eval_candidates"]
+    assert len(recs) == 8 and all(len(r["scores"][name]) == 3 for r in recs)
+    assert all(0.0 <= x <= 1.0 for r in recs for x in r["scores"][name])
+    assert len(list((out / "features").glob("trained-lora-*/prm"))) == 1
+    capsys.readouterr()
+
+    def no_training(*a: object, **k: object) -> None:
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("adaptivestep.prm.train.train", no_training)
+    assert main(args) == 0
+    again = json.loads(res.read_text())["eval_candidates"]
+    assert [r["scores"][name] for r in again] == [r["scores"][name] for r in recs]
+    pr = pair_runs(saved, saved, name, scorer_b=f"prm:{bb}")
+    assert pr["scorer_b"] == f"prm:{bb}" and pr["questions"] == 2
+    with pytest.raises(SystemExit):
+        main(["--corpus", str(out), "--method", "newline", "--questions", "4", "--backbones", "logprobs",
+              "--train-modes", "lora"])
+    assert "give --eval" in capsys.readouterr().err

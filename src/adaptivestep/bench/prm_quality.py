@@ -27,6 +27,12 @@ on a prefix of the questions) and the confidence split compare. Candidates are s
 by newline for ``--method newline``, else by AdaptiveStep at the corpus' tau. ``--pair A.json B.json`` then
 pairs two such runs' ``--out`` files per question (:func:`pair_runs`): the confidence split's PRM minus the
 newline split's on the same responses, with the labelling tokens each cost.
+``--label-budget TOKENS`` trains on the longest labelled question prefix whose labels cost at most TOKENS (the
+two splits at equal labelling cost), and ``--rest-after N`` makes ``--eval rest`` score the questions after the
+first N, so two runs trained on different prefixes score the same held-apart questions.
+``--train-modes lora`` / ``full`` adds, on the held-apart candidates only, a PRM fine-tuned by ``train`` on all
+training responses (scorer ``lora:<backbone>``); ``--pair RUN RUN --pair-scorer lora:B prm:B`` pairs it with the
+same run's head.
 ``--corpus embedded`` runs it on the corpus the package ships (its labels and samples).
 """
 
@@ -432,12 +438,15 @@ def _fmt(m: dict[str, Any]) -> str:
 def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int, seed: int,
         eval_dir: Path | None, method: str = "confidence", questions: int | None = None,
         saver: str = "early-stop", unregularised: bool = False, cache: Path | None = None,
-        label_budget: int | None = None, rest_after: int | None = None) -> dict[str, Any]:
+        label_budget: int | None = None, rest_after: int | None = None, train_modes: Sequence[str] = (),
+        train_epochs: int | None = None) -> dict[str, Any]:
     """The learning curve on ``corpus`` (a `bench corpus` folder or a shipped one); features are cached in
     ``cache`` (default: the corpus' ``features/``, or ``runs/prm-quality-features`` for a shipped corpus).
     ``label_budget``: train on the corpus' longest question prefix whose labels cost at most that many rollout
     tokens (instead of ``questions``); ``rest_after``: with ``eval_dir`` ``rest``, hold apart the questions after
-    the first ``rest_after`` (default: the training questions), so runs of different sizes score the same ones."""
+    the first ``rest_after`` (default: the training questions), so runs of different sizes score the same ones.
+    ``train_modes`` (``lora``, ``full``): with ``eval_dir``, also fine-tune a PRM on all items over the first model
+    backbone (:func:`trained_scores`, ``train_epochs`` epochs) and score the held-apart candidates with it."""
     t0 = time.perf_counter()
     shipped = is_shipped(corpus, method)
     if shipped and (method == "outcome" or questions or label_budget):
@@ -490,6 +499,11 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     if eval_dir is not None:
         ev, ecache = eval_items(corpus, eval_dir, method, rest_after or questions, cache)
         scores = eval_scores(items, feats, ev, ecache, seed)
+        model_bb = next((b for b in backbones if b != LOGPROBS), None)
+        if train_modes and model_bb is None:
+            raise ValueError("--train-modes fine-tunes a model backbone: give one in --backbones")
+        for mode in train_modes:
+            scores[f"{mode}:{model_bb}"] = trained_scores(items, ev, mode, str(model_bb), cache, seed, train_epochs)
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
         res["eval_candidates"] = candidate_records(ev, scores)
         print(f"\nheld-apart questions {eval_dir}: {len({i.problem_id for i in ev})} questions, {len(ev)} candidates")
@@ -516,6 +530,34 @@ def eval_scores(items: Sequence[Item], feats: dict[str, list[np.ndarray]], ev: S
         scores.update(score_items(fit_scorers(items, fe, bb, seed), features(ev, bb, ecache), ev))
     scores.update(combined_scores(scores, scores))
     return scores
+
+
+def trained_scores(items: Sequence[Item], ev: Sequence[Item], mode: str, backbone: str, cache: Path, seed: int,
+                   epochs: int | None = None) -> list[list[float]]:
+    """Step scores of ``ev`` by a PRM that :func:`adaptivestep.prm.train.train` fits in ``mode`` (``lora`` /
+    ``full``: the backbone itself is trained) on all of ``items``' labels, no held-out split: the fine-tuning row
+    beside the frozen-backbone heads. The PRM is kept in ``cache`` under a key of its data and settings, so a
+    rerun scores without training again (a fit is minutes to hours on a CPU)."""
+    from ..jsonl import write_atomic
+    from ..prm.model import PRM
+    from ..prm.train import METRICS_FILE, TrainConfig, train
+    from ..records import LabeledRecord
+
+    recs = [LabeledRecord(prompt=i.question, completions=i.steps, labels=i.labels, problem_id=i.problem_id,
+                          sample_index=i.sample_index, final_correct=i.correct) for i in items]
+    key = hashlib.sha256(json.dumps([mode, backbone, seed, epochs, [asdict(r) for r in recs]],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    out = cache / f"trained-{mode}-{backbone.replace('/', '_')}-{key}"
+    if not (out / METRICS_FILE).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "train.jsonl", recs)
+        t0 = time.perf_counter()
+        m = train(TrainConfig(mode=mode, epochs=epochs, eval_fraction=0.0, seed=seed, output_dir=str(out / "prm")),
+                  out / "train.jsonl", backbone)
+        (out / METRICS_FILE).write_text(json.dumps({"train_loss": m.get("train_loss"),
+                                                    "seconds": time.perf_counter() - t0}) + "\n")
+        print(f"  {mode}:{backbone} trained on {len(recs)} responses in {time.perf_counter() - t0:.0f} s", flush=True)
+    return PRM.load(out / "prm").score_batch([(i.question, i.steps) for i in ev])
 
 
 def candidate_records(items: Sequence[Item], scores: dict[str, list[list[float]]]) -> list[dict[str, Any]]:
@@ -549,34 +591,36 @@ def _read_run(path: Path) -> dict[str, Any]:
 
 
 def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "eval", n: int = 4,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, scorer_b: str | None = None) -> dict[str, Any]:
     """Two `bench prm-quality --out` results on the *same* responses (e.g. the PRM trained on confidence-split
     labels and the one trained on newline-split labels, each scoring the responses split its own way), paired
     per question under ``scorer``: within-question AUC (min) of each and a - b, Best-of-N (prm-min,
     weighted-majority) of each against majority and a - b under the same rule, each with its bootstrap 95%
     interval as ``[diff, lo, hi]``, and the rollout tokens each side's labels cost. ``on``: ``eval`` = the
     held-apart candidates (``--eval``), ``curve`` = the corpus' own responses scored out of fold at the
-    curve's top size. Step AUCs are not paired: the two sides' steps differ."""
+    curve's top size. Step AUCs are not paired: the two sides' steps differ. ``scorer_b``: run b's scorer when it
+    is another one (e.g. one run's ``lora:smollm2-135m`` against its own ``prm:smollm2-135m``)."""
     from ..prm.quality import bon_vs_majority, paired_bootstrap, scorer_vs_scorer, within_question_aucs
 
     recs = []
-    for name, r in (("a", a), ("b", b)):
+    names = (scorer, scorer_b or scorer)
+    for name, r, sc in (("a", a, names[0]), ("b", b, names[1])):
         got = r.get(f"{on}_candidates")
         if not got:
             raise ValueError(f"--pair: run {name} has no {on}_candidates (run bench prm-quality with --out"
                              + (" and --eval)" if on == "eval" else ")"))
-        if scorer not in got[0]["scores"]:
-            raise ValueError(f"--pair: run {name} has no scorer {scorer!r} (it has {sorted(got[0]['scores'])})")
+        if sc not in got[0]["scores"]:
+            raise ValueError(f"--pair: run {name} has no scorer {sc!r} (it has {sorted(got[0]['scores'])})")
         recs.append(sorted(got, key=lambda x: (x["problem_id"], x["sample_index"])))
     ka = [(x["problem_id"], x["sample_index"], x["correct"]) for x in recs[0]]
     if ka != [(x["problem_id"], x["sample_index"], x["correct"]) for x in recs[1]]:
         raise ValueError("--pair: the two runs did not score the same responses (or disagree on their correctness)")
-    aucs = [within_question_aucs([x["problem_id"] for x in rs], [x["scores"][scorer] for x in rs],
-                                 [x["correct"] for x in rs], "min") for rs in recs]
+    aucs = [within_question_aucs([x["problem_id"] for x in rs], [x["scores"][sc] for x in rs],
+                                 [x["correct"] for x in rs], "min") for rs, sc in zip(recs, names)]
     qs = list(aucs[0])
-    pools = [pools_from_records(rs, scorer) for rs in recs]
+    pools = [pools_from_records(rs, sc) for rs, sc in zip(recs, names)]
     out: dict[str, Any] = {
-        "scorer": scorer, "on": on, "n": n, "methods": [a.get("method"), b.get("method")],
+        "scorer": scorer, "scorer_b": names[1], "on": on, "n": n, "methods": [a.get("method"), b.get("method")],
         "questions": len({k[0] for k in ka}), "mixed_questions": len(qs),
         "label_tokens": [a.get("label_tokens"), b.get("label_tokens")],
         "within_question_auc_min": [float(np.mean([x[q] for q in qs])) if qs else float("nan") for x in aucs],
@@ -594,7 +638,8 @@ def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "e
 def _print_pair(r: dict[str, Any]) -> None:
     a, b = (m or "?" for m in r["methods"])
     iv = lambda x, k=100: f"{k * x[0]:+.1f} [{k * x[1]:+.1f}, {k * x[2]:+.1f}]"  # noqa: E731
-    print(f"{r['scorer']}, {a} (a) vs {b} (b), on the {r['on']} responses: {r['questions']} questions, "
+    sc = r["scorer"] if r.get("scorer_b", r["scorer"]) == r["scorer"] else f"{r['scorer']} (a) vs {r['scorer_b']} (b)"
+    print(f"{sc}, {a} (a) vs {b} (b), on the {r['on']} responses: {r['questions']} questions, "
           f"{r['mixed_questions']} mixed, N = {r['n']}")
     print(f"  training labels cost: a {r['label_tokens'][0]:,} / b {r['label_tokens'][1]:,} rollout tokens")
     wa, wb = r["within_question_auc_min"]
@@ -685,19 +730,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rest-after", type=int, default=None, metavar="N",
                    help="with --eval rest: hold apart the questions after the first N (N >= the training "
                    "questions), so two runs trained on different prefixes score the same questions")
+    p.add_argument("--train-modes", nargs="+", default=[], choices=["lora", "full"],
+                   help="with --eval: also fine-tune a PRM this way (`train --mode`) on all training responses over "
+                   "the first model backbone and score the held-apart candidates with it (scorer MODE:BACKBONE; "
+                   "no learning curve: a fit is minutes to hours on a CPU)")
+    p.add_argument("--train-epochs", type=int, default=None, help="epochs of --train-modes (default: train's, 1)")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     p.add_argument("--pair", nargs=2, default=None, metavar=("A_JSON", "B_JSON"),
                    help="no training: pair two --eval runs' --out files (plain or .gz) scored on the same responses (e.g. "
                    "--method confidence vs newline) per question under --pair-scorer")
-    p.add_argument("--pair-scorer", default="prm:smollm2-135m", help="the scorer --pair compares")
+    p.add_argument("--pair-scorer", nargs="+", default=["prm:smollm2-135m"], metavar="SCORER",
+                   help="the scorer --pair compares; a second one is run b's (two scorers of one run: give its "
+                   "file twice)")
     p.add_argument("--pair-on", default="eval", choices=["eval", "curve"],
                    help="--pair on the held-apart candidates, or on the corpus' responses scored out of fold")
     a = p.parse_args(argv)
     if a.pair:
         try:
             runs = [_read_run(Path(f)) for f in a.pair]
-            pr = pair_runs(runs[0], runs[1], a.pair_scorer, on=a.pair_on, seed=a.seed)
+            if len(a.pair_scorer) > 2:
+                raise ValueError("--pair-scorer: one scorer, or two (run a's, run b's)")
+            pr = pair_runs(runs[0], runs[1], a.pair_scorer[0], on=a.pair_on, seed=a.seed,
+                           scorer_b=a.pair_scorer[-1])
         except ValueError as e:
             p.error(str(e))
         _print_pair(pr)
@@ -712,6 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(or --label-budget)")
     if a.rest_after is not None and a.eval != "rest":
         p.error("--rest-after goes with --eval rest")
+    if a.train_modes and not a.eval:
+        p.error("--train-modes scores the held-apart candidates: give --eval")
     corpus = Path(a.corpus)
     if a.corpus == "embedded" or a.corpus.startswith("embedded:"):
         from ..prm.shipped import SHIPPED, corpus_dir, spec_task
@@ -723,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus = found
     res = run(corpus, a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
               a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None,
-              a.label_budget, a.rest_after)
+              a.label_budget, a.rest_after, a.train_modes, a.train_epochs)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
     summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}
