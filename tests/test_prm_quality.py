@@ -572,7 +572,7 @@ def test_train_modes_adds_a_fine_tuned_prm_row_on_the_held_apart_questions_and_r
                                              for k in range(40)])
     res = tmp_path / "q.json"
     args = ["--corpus", str(out), "--method", "newline", "--questions", "4", "--eval", "rest", "--backbones", str(bb),
-            "--sizes", "8", "--folds", "2", "--train-modes", "lora", "--out", str(res)]
+            "--sizes", "8", "--folds", "2", "--train-modes", "lora", "--train-lr", "1e-3", "--out", str(res)]
     assert main(args) == 0
     name = f"lora:{bb}"
     saved = json.loads(res.read_text())

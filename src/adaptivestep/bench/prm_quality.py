@@ -439,14 +439,15 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         eval_dir: Path | None, method: str = "confidence", questions: int | None = None,
         saver: str = "early-stop", unregularised: bool = False, cache: Path | None = None,
         label_budget: int | None = None, rest_after: int | None = None, train_modes: Sequence[str] = (),
-        train_epochs: int | None = None) -> dict[str, Any]:
+        train_epochs: int | None = None, train_lr: float | None = None) -> dict[str, Any]:
     """The learning curve on ``corpus`` (a `bench corpus` folder or a shipped one); features are cached in
     ``cache`` (default: the corpus' ``features/``, or ``runs/prm-quality-features`` for a shipped corpus).
     ``label_budget``: train on the corpus' longest question prefix whose labels cost at most that many rollout
     tokens (instead of ``questions``); ``rest_after``: with ``eval_dir`` ``rest``, hold apart the questions after
     the first ``rest_after`` (default: the training questions), so runs of different sizes score the same ones.
     ``train_modes`` (``lora``, ``full``): with ``eval_dir``, also fine-tune a PRM on all items over the first model
-    backbone (:func:`trained_scores`, ``train_epochs`` epochs) and score the held-apart candidates with it."""
+    backbone (:func:`trained_scores`, ``train_epochs`` epochs at ``train_lr``) and score the held-apart candidates
+    with it."""
     t0 = time.perf_counter()
     shipped = is_shipped(corpus, method)
     if shipped and (method == "outcome" or questions or label_budget):
@@ -503,7 +504,8 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         if train_modes and model_bb is None:
             raise ValueError("--train-modes fine-tunes a model backbone: give one in --backbones")
         for mode in train_modes:
-            scores[f"{mode}:{model_bb}"] = trained_scores(items, ev, mode, str(model_bb), cache, seed, train_epochs)
+            scores[f"{mode}:{model_bb}"] = trained_scores(items, ev, mode, str(model_bb), cache, seed, train_epochs,
+                                                          train_lr)
         res["eval"] = {name: {n: metrics(ev, sc, seed=seed, n=n) for n in (4, 8)} for name, sc in scores.items()}
         res["eval_candidates"] = candidate_records(ev, scores)
         print(f"\nheld-apart questions {eval_dir}: {len({i.problem_id for i in ev})} questions, {len(ev)} candidates")
@@ -533,7 +535,7 @@ def eval_scores(items: Sequence[Item], feats: dict[str, list[np.ndarray]], ev: S
 
 
 def trained_scores(items: Sequence[Item], ev: Sequence[Item], mode: str, backbone: str, cache: Path, seed: int,
-                   epochs: int | None = None) -> list[list[float]]:
+                   epochs: int | None = None, lr: float | None = None) -> list[list[float]]:
     """Step scores of ``ev`` by a PRM that :func:`adaptivestep.prm.train.train` fits in ``mode`` (``lora`` /
     ``full``: the backbone itself is trained) on all of ``items``' labels, no held-out split: the fine-tuning row
     beside the frozen-backbone heads. The PRM is kept in ``cache`` under a key of its data and settings, so a
@@ -545,15 +547,15 @@ def trained_scores(items: Sequence[Item], ev: Sequence[Item], mode: str, backbon
 
     recs = [LabeledRecord(prompt=i.question, completions=i.steps, labels=i.labels, problem_id=i.problem_id,
                           sample_index=i.sample_index, final_correct=i.correct) for i in items]
-    key = hashlib.sha256(json.dumps([mode, backbone, seed, epochs, [asdict(r) for r in recs]],
+    key = hashlib.sha256(json.dumps([mode, backbone, seed, epochs, lr, [asdict(r) for r in recs]],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = cache / f"trained-{mode}-{backbone.replace('/', '_')}-{key}"
     if not (out / METRICS_FILE).exists():
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "train.jsonl", recs)
         t0 = time.perf_counter()
-        m = train(TrainConfig(mode=mode, epochs=epochs, eval_fraction=0.0, seed=seed, output_dir=str(out / "prm")),
-                  out / "train.jsonl", backbone)
+        m = train(TrainConfig(mode=mode, epochs=epochs, lr=lr, eval_fraction=0.0, seed=seed,
+                              output_dir=str(out / "prm")), out / "train.jsonl", backbone)
         (out / METRICS_FILE).write_text(json.dumps({"train_loss": m.get("train_loss"),
                                                     "seconds": time.perf_counter() - t0}) + "\n")
         print(f"  {mode}:{backbone} trained on {len(recs)} responses in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -735,6 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "the first model backbone and score the held-apart candidates with it (scorer MODE:BACKBONE; "
                    "no learning curve: a fit is minutes to hours on a CPU)")
     p.add_argument("--train-epochs", type=int, default=None, help="epochs of --train-modes (default: train's, 1)")
+    p.add_argument("--train-lr", type=float, default=None,
+                   help="peak learning rate of --train-modes (default: train's, lora 1e-4, full 1e-5)")
     p.add_argument("--out", default=None, help="write all figures as JSON here")
     p.add_argument("--quick", action="store_true", help="smollm2-135m only, 2 folds, size 2 (a smoke run)")
     p.add_argument("--pair", nargs=2, default=None, metavar=("A_JSON", "B_JSON"),
@@ -780,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus = found
     res = run(corpus, a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
               a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None,
-              a.label_budget, a.rest_after, a.train_modes, a.train_epochs)
+              a.label_budget, a.rest_after, a.train_modes, a.train_epochs, a.train_lr)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
     summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}
