@@ -550,15 +550,12 @@ def trained_scores(items: Sequence[Item], ev: Sequence[Item], mode: str, backbon
     key = hashlib.sha256(json.dumps([mode, backbone, seed, epochs, lr, [asdict(r) for r in recs]],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = cache / f"trained-{mode}-{backbone.replace('/', '_')}-{key}"
-    if not (out / METRICS_FILE).exists():
+    if not (out / "prm" / METRICS_FILE).exists():  # train writes it last, after the PRM itself
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "train.jsonl", recs)
-        t0 = time.perf_counter()
         m = train(TrainConfig(mode=mode, epochs=epochs, lr=lr, eval_fraction=0.0, seed=seed,
                               output_dir=str(out / "prm")), out / "train.jsonl", backbone)
-        (out / METRICS_FILE).write_text(json.dumps({"train_loss": m.get("train_loss"),
-                                                    "seconds": time.perf_counter() - t0}) + "\n")
-        print(f"  {mode}:{backbone} trained on {len(recs)} responses in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"  {mode}:{backbone} trained on {len(recs)} responses in {m['total_seconds']:.0f} s", flush=True)
     return PRM.load(out / "prm").score_batch([(i.question, i.steps) for i in ev])
 
 
