@@ -572,7 +572,8 @@ def test_train_modes_adds_a_fine_tuned_prm_row_on_the_held_apart_questions_and_r
                                              for k in range(40)])
     res = tmp_path / "q.json"
     args = ["--corpus", str(out), "--method", "newline", "--questions", "4", "--eval", "rest", "--backbones", str(bb),
-            "--sizes", "8", "--folds", "2", "--train-modes", "lora", "--train-lr", "1e-3", "--out", str(res)]
+            "--sizes", "8", "--folds", "2", "--train-modes", "lora", "--train-epochs", "2", "--train-lr", "1e-3",
+            "--out", str(res)]
     assert main(args) == 0
     name = f"lora:{bb}"
     saved = json.loads(res.read_text())
@@ -580,6 +581,8 @@ def test_train_modes_adds_a_fine_tuned_prm_row_on_the_held_apart_questions_and_r
     assert len(recs) == 8 and all(len(r["scores"][name]) == 3 for r in recs)
     assert all(0.0 <= x <= 1.0 for r in recs for x in r["scores"][name])
     assert len(list((out / "features").glob("trained-lora-*/prm"))) == 1
+    (metrics,) = (out / "features").glob("trained-lora-*/prm/train_metrics.json")
+    assert json.loads(metrics.read_text())["history"][-1]["epoch"] == 2.0  # --train-epochs 2 reached train
     capsys.readouterr()
 
     def no_training(*a: object, **k: object) -> None:
