@@ -598,3 +598,44 @@ def test_train_modes_adds_a_fine_tuned_prm_row_on_the_held_apart_questions_and_r
         main(["--corpus", str(out), "--method", "newline", "--questions", "4", "--backbones", "logprobs",
               "--train-modes", "lora"])
     assert "give --eval" in capsys.readouterr().err
+
+
+def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(tmp_path: Path) -> None:
+    """--labels soft: the heads fit the fraction of correct rollouts (targets) while the metrics keep the hard
+    labels; a corpus labelled with early stop / first-error search has no unbiased fraction and is refused."""
+    import dataclasses
+    import shutil
+
+    from adaptivestep.bench.prm_quality import Item, corpus_items, fit_scorers
+    from adaptivestep.prm.shipped import corpus_dir
+
+    d = corpus_dir("gsm8k")
+    assert d is not None
+    with pytest.raises(ValueError, match="not labelled exhaustively"):
+        corpus_items(d, labels_type="soft")
+    # the same records as if labelled without savers, with made-up fractions
+    ex = tmp_path / "exhaustive"
+    ex.mkdir()
+    for name in ("card.json", "samples.jsonl.gz"):
+        shutil.copy(d / name, ex / name)
+    with gzip.open(d / "labels.jsonl.gz", "rt") as f:
+        recs = [json.loads(line) for line in f][:8]
+    for r in recs:
+        r["meta"]["label_config"].update(early_stop=False, first_error_search=False)
+        r["soft_labels"] = [0.25 * (k % 5) for k in range(len(r["labels"]))]
+    with gzip.open(ex / "labels.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    soft, hard = corpus_items(ex, labels_type="soft"), corpus_items(ex)
+    assert [i.targets for i in soft] == [r["soft_labels"] for r in recs] and all(i.targets == [] for i in hard)
+    assert [i.labels for i in soft] == [i.labels for i in hard]  # the metrics still read hard labels
+    with pytest.raises(ValueError, match="unknown labels"):
+        corpus_items(ex, labels_type="fraction")
+    # a head follows its targets: on one feature that tracks the hard labels, reversed targets flip its sign
+    rng = np.random.default_rng(0)
+    items = [Item(f"q{q}", 0, "q", ["a", "b", "c"], [1.0, 1.0, 0.0] if q % 2 else [1.0, 0.0, 0.0], bool(q % 2),
+                  None, []) for q in range(12)]
+    feats = [np.asarray(i.labels)[:, None] + 0.1 * rng.standard_normal((3, 1)) for i in items]
+    flipped = [dataclasses.replace(i, targets=[1.0 - x for x in i.labels]) for i in items]
+    w_hard = fit_scorers(items, feats, "b", 0)["prm:b"].w[0]
+    w_soft = fit_scorers(flipped, feats, "b", 0)["prm:b"].w[0]
+    assert w_hard > 0 > w_soft

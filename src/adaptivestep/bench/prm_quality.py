@@ -43,7 +43,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Item:
     vote: str | None
     step_logprobs: list[list[float]]  # token log-probs of each step
     label_tokens: int = 0  # rollout tokens its labels cost (0 for eval candidates)
+    targets: list[float] = field(default_factory=list)  # what the heads train on when not ``labels`` (soft labels)
 
 
 def _step_logprobs(sample: Any, ends: Sequence[int]) -> list[list[float]]:
@@ -96,7 +97,8 @@ def replay_first_error(hard: Sequence[float], final_correct: bool, step_tokens: 
         return list(stop.value), spent
 
 
-def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-stop") -> list[Item]:
+def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-stop",
+                 labels_type: str = "hard") -> list[Item]:
     """Items of a corpus folder: its labelled records joined with their samples (for log-probs).
 
     A corpus in the shipped layout (:func:`is_shipped`: ``labels.jsonl.gz`` and ``card.json``, no problems)
@@ -106,6 +108,9 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
 
     saver: ``early-stop`` = the corpus' labels as built; ``first-error`` = the labels and cost that first-error
     search would have given on the same rollouts (:func:`replay_first_error`).
+    labels_type: ``soft`` = the heads train on each step's fraction of correct rollouts (``targets``); the
+    metrics still read the hard labels. Only for labels made without savers: early stop and first-error search
+    leave a step fewer rollouts than M, or none, so its fraction is biased or unknown.
     """
     from ..checkers import vote_key
     from ..jsonl import read_records
@@ -113,6 +118,8 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
 
     if saver not in ("early-stop", "first-error"):
         raise ValueError(f"unknown saver {saver!r} (early-stop | first-error)")
+    if labels_type not in ("hard", "soft"):
+        raise ValueError(f"unknown labels {labels_type!r} (hard | soft)")
     shipped = is_shipped(corpus, method)
     samples: dict[tuple[str, int], Sample] = {}
     if shipped:
@@ -128,6 +135,14 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
         labels, tokens = list(r.hard_labels or r.labels), int(r.cost.get("generated_tokens", 0))
         if saver == "first-error":
             labels, tokens = replay_first_error(labels, bool(r.final_correct), [x.tokens for x in r.rollouts])
+        targets: list[float] = []
+        if labels_type == "soft":
+            cfg = r.meta.get("label_config", {})
+            if saver != "early-stop" or cfg.get("early_stop") or cfg.get("first_error_search") or not r.soft_labels:
+                raise ValueError(f"--labels soft: record {r.problem_id}#{r.sample_index} was not labelled "
+                                 "exhaustively (early stop or first-error search leave a step fewer than M "
+                                 "rollouts); label without savers, or train on hard labels")
+            targets = list(r.soft_labels)
         if shipped:
             if "gold" not in r.meta:
                 raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
@@ -139,7 +154,7 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
             s = samples[(r.problem_id, r.sample_index)]
             vote, logprobs = vote_key(problems[r.problem_id].kind, s.text), _step_logprobs(s, r.step_token_ends)
         out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), labels, bool(r.final_correct),
-                        vote, logprobs, tokens))
+                        vote, logprobs, tokens, targets))
     return out
 
 
@@ -270,7 +285,7 @@ def fit_scorers(train: Sequence[Item], feats: Sequence[np.ndarray], backbone: st
                                        [i.problem_id for i in train], seed=seed)}
     if all(i.labels for i in train):  # step labels present (a labelled corpus, not candidates only)
         x = np.concatenate(feats)
-        y = np.concatenate([np.asarray(i.labels, np.float64) for i in train])
+        y = np.concatenate([np.asarray(i.targets or i.labels, np.float64) for i in train])
         groups = [i.problem_id for i in train for _ in i.steps]
         out[f"prm:{backbone}"] = fit_head(x, y, groups, seed=seed)
         if backbone != LOGPROBS and all(i.step_logprobs for i in train):
@@ -439,7 +454,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         eval_dir: Path | None, method: str = "confidence", questions: int | None = None,
         saver: str = "early-stop", unregularised: bool = False, cache: Path | None = None,
         label_budget: int | None = None, rest_after: int | None = None, train_modes: Sequence[str] = (),
-        train_epochs: int | None = None, train_lr: float | None = None) -> dict[str, Any]:
+        train_epochs: int | None = None, train_lr: float | None = None, labels_type: str = "hard") -> dict[str, Any]:
     """The learning curve on ``corpus`` (a `bench corpus` folder or a shipped one); features are cached in
     ``cache`` (default: the corpus' ``features/``, or ``runs/prm-quality-features`` for a shipped corpus).
     ``label_budget``: train on the corpus' longest question prefix whose labels cost at most that many rollout
@@ -447,7 +462,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     the first ``rest_after`` (default: the training questions), so runs of different sizes score the same ones.
     ``train_modes`` (``lora``, ``full``): with ``eval_dir``, also fine-tune a PRM on all items over the first model
     backbone (:func:`trained_scores`, ``train_epochs`` epochs at ``train_lr``) and score the held-apart candidates
-    with it."""
+    with it. ``labels_type`` ``soft``: the heads train on soft labels (:func:`corpus_items`)."""
     t0 = time.perf_counter()
     shipped = is_shipped(corpus, method)
     if shipped and (method == "outcome" or questions or label_budget):
@@ -456,7 +471,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     if method == "outcome":  # every sampled response, final correctness only (no rollout labels needed)
         items = candidate_items(corpus, corpus_tau(corpus))
     else:
-        items = corpus_items(corpus, method, saver)
+        items = corpus_items(corpus, method, saver, labels_type)
     if label_budget is not None:
         questions = questions_within(items, corpus, label_budget)
         if not questions:
@@ -474,7 +489,8 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
     print(f"corpus {corpus}: {len(items)} labelled responses, {len({i.problem_id for i in items})} questions, "
           f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
           f"pass rate {np.mean([i.correct for i in items]):.2f}", flush=True)
-    res: dict[str, Any] = {"corpus": str(corpus), "method": method, "saver": saver, "responses": len(items),
+    res: dict[str, Any] = {"corpus": str(corpus), "method": method, "saver": saver, "labels": labels_type,
+                           "responses": len(items),
                            "questions": questions, "curve": {}}
     spent: dict[int, list[int]] = {}
     curve = learning_curve(items, feats, sizes, folds, seed, spent, unregularised)
@@ -545,7 +561,7 @@ def trained_scores(items: Sequence[Item], ev: Sequence[Item], mode: str, backbon
     from ..prm.train import METRICS_FILE, TrainConfig, train
     from ..records import LabeledRecord
 
-    recs = [LabeledRecord(prompt=i.question, completions=i.steps, labels=i.labels, problem_id=i.problem_id,
+    recs = [LabeledRecord(prompt=i.question, completions=i.steps, labels=i.targets or i.labels, problem_id=i.problem_id,
                           sample_index=i.sample_index, final_correct=i.correct) for i in items]
     key = hashlib.sha256(json.dumps([mode, backbone, seed, epochs, lr, [asdict(r) for r in recs]],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -718,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--saver", default="early-stop", choices=["early-stop", "first-error"],
                    help="labels as built, or those first-error search would have given (replayed, with its cost)")
+    p.add_argument("--labels", default="hard", choices=["hard", "soft"],
+                   help="what the heads train on: hard step labels, or soft (fraction of correct rollouts; needs "
+                   "labels made without savers); metrics always use the hard labels")
     p.add_argument("--unregularised", action="store_true", help="add the head without L2 (prm-noreg)")
     p.add_argument("--questions", type=int, default=None,
                    help="only the corpus' first this many questions (e.g. those its newline baseline labelled)")
@@ -781,7 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus = found
     res = run(corpus, a.backbones, a.sizes, a.folds, a.seed, Path(a.eval) if a.eval else None, a.method,
               a.questions, a.saver, a.unregularised, Path(a.cache) if a.cache else None,
-              a.label_budget, a.rest_after, a.train_modes, a.train_epochs, a.train_lr)
+              a.label_budget, a.rest_after, a.train_modes, a.train_epochs, a.train_lr, a.labels)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1, default=float) + "\n")
     summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in _summary(res).items()}
