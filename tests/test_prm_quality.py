@@ -515,6 +515,10 @@ def test_label_budget_and_rest_after_compare_two_prefixes_on_the_same_held_apart
     with pytest.raises(SystemExit):
         main(["--corpus", str(out), "--method", "newline", "--questions", "2", "--label-budget", "85"])
     assert "not both" in capsys.readouterr().err
+    from adaptivestep.bench.prm_quality import run
+
+    with pytest.raises(ValueError, match="give --questions or --label-budget"):  # from Python: no prefix given
+        run(out, ["logprobs"], [4], 2, 0, Path("rest"), "newline", rest_after=3)
 
 
 def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(

@@ -477,7 +477,10 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         if not questions:
             raise ValueError(f"--label-budget {label_budget}: the corpus' first question alone costs more")
         print(f"--label-budget {label_budget:,}: the first {questions} questions", flush=True)
-    if rest_after is not None and (not questions or rest_after < questions):
+    if rest_after is not None and not questions:
+        raise ValueError(f"--rest-after {rest_after} holds apart the questions after a training prefix: give "
+                         "--questions or --label-budget")
+    if rest_after is not None and questions and rest_after < questions:
         raise ValueError(f"--rest-after {rest_after}: must be at least the {questions} training questions, "
                          "or a held-apart question would be trained on")
     if questions:
