@@ -12,7 +12,10 @@ actor's process dies (SIGKILL, a lost node) Ray starts it again (on any node wit
 call it was serving. Nothing is lost or repeated on the driver's side: a piece is yielded only once its call
 returned, and a re-run call draws the same tokens.
 
-Every node needs adaptivestep and the backend's engine installed, and the model at the same path.
+Every node needs adaptivestep and the backend's engine installed, and the model at the same path. Labels equal
+to a one-process run also need one CPU kind across the nodes: llama.cpp's kernels round differently on
+different instruction sets (AVX2 vs AVX-512 / AMX), so the same seeded rollout drawn on two kinds of CPU
+diverges (docs/benchmarks.md, "Bit-reproducible on one kind of CPU").
 """
 
 from __future__ import annotations
