@@ -1,6 +1,5 @@
 """Labels and costs of each saver against the exhaustive labels, on the first K_e questions."""
 import json
-from pathlib import Path
 
 plan = json.load(open("plan.json"))
 probs = [json.loads(line)["id"] for line in open("/work/corpus/exh/problems.jsonl")][: plan["k_e"]]
