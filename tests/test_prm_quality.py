@@ -229,8 +229,17 @@ def test_saved_candidate_records_rebuild_the_same_best_of_n_table() -> None:
         pools_from_records(recs, "two"), "prm-min", 4).acc  # the two scorers really pick differently
 
 
-def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: Path) -> None:
+def _copy_of(src: Path, dest: Path, *names: str) -> Path:
+    """A folder ``dest`` holding copies of ``src``'s files ``names``."""
     import shutil
+
+    dest.mkdir()
+    for name in names:
+        shutil.copy(src / name, dest / name)
+    return dest
+
+
+def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: Path) -> None:
 
     from adaptivestep.bench.prm_quality import (
         combined_scores,
@@ -258,10 +267,7 @@ def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: 
     with pytest.raises(ValueError, match="unknown saver"):
         corpus_items(d, saver="exhaustive")
     # a corpus shipped with its labels only reads too, with no log-probs: no confidence rows rather than fake ones
-    labels_only = tmp_path / "labels-only"
-    labels_only.mkdir()
-    for name in ("labels.jsonl.gz", "card.json"):
-        shutil.copy(d / name, labels_only / name)
+    labels_only = _copy_of(d, tmp_path / "labels-only", "labels.jsonl.gz", "card.json")
     bare = corpus_items(labels_only)
     assert [i.labels for i in bare] == [i.labels for i in items] and all(i.step_logprobs == [] for i in bare)
     assert [i.vote for i in bare] == [i.vote for i in items]  # the joined steps are the response's text
@@ -608,7 +614,6 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
     """--labels soft: the heads fit the fraction of correct rollouts (targets) while the metrics keep the hard
     labels; a corpus labelled with early stop / first-error search has no unbiased fraction and is refused."""
     import dataclasses
-    import shutil
 
     from adaptivestep.bench.prm_quality import Item, corpus_items, fit_scorers
     from adaptivestep.prm.shipped import corpus_dir
@@ -618,10 +623,7 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
     with pytest.raises(ValueError, match="not labelled exhaustively"):
         corpus_items(d, labels_type="soft")
     # the same records as if labelled without savers, with made-up fractions
-    ex = tmp_path / "exhaustive"
-    ex.mkdir()
-    for name in ("card.json", "samples.jsonl.gz"):
-        shutil.copy(d / name, ex / name)
+    ex = _copy_of(d, tmp_path / "exhaustive", "card.json", "samples.jsonl.gz")
     with gzip.open(d / "labels.jsonl.gz", "rt") as f:
         recs = [json.loads(line) for line in f][:8]
     for r in recs:
