@@ -240,7 +240,6 @@ def _copy_of(src: Path, dest: Path, *names: str) -> Path:
 
 
 def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: Path) -> None:
-
     from adaptivestep.bench.prm_quality import (
         combined_scores,
         confidence_scores,
@@ -615,7 +614,7 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
     labels; a corpus labelled with early stop / first-error search has no unbiased fraction and is refused."""
     import dataclasses
 
-    from adaptivestep.bench.prm_quality import Item, corpus_items, fit_scorers
+    from adaptivestep.bench.prm_quality import Item, corpus_items, fit_scorers, main
     from adaptivestep.prm.shipped import corpus_dir
 
     d = corpus_dir("gsm8k")
@@ -636,6 +635,13 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
     assert [i.labels for i in soft] == [i.labels for i in hard]  # the metrics still read hard labels
     with pytest.raises(ValueError, match="unknown labels"):
         corpus_items(ex, labels_type="fraction")
+    with pytest.raises(ValueError, match="not with a replayed --saver"):
+        corpus_items(ex, saver="first-error", labels_type="soft")
+    # the CLI option reaches the run: its saved figures say what the heads trained on
+    res = tmp_path / "soft.json"
+    assert main(["--corpus", str(ex), "--labels", "soft", "--backbones", "logprobs", "--sizes", "4", "--folds", "2",
+                 "--out", str(res)]) == 0
+    assert json.loads(res.read_text())["labels"] == "soft"
     # a head follows its targets: on one feature that tracks the hard labels, reversed targets flip its sign
     rng = np.random.default_rng(0)
     items = [Item(f"q{q}", 0, "q", ["a", "b", "c"], [1.0, 1.0, 0.0] if q % 2 else [1.0, 0.0, 0.0], bool(q % 2),

@@ -120,6 +120,8 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
         raise ValueError(f"unknown saver {saver!r} (early-stop | first-error)")
     if labels_type not in ("hard", "soft"):
         raise ValueError(f"unknown labels {labels_type!r} (hard | soft)")
+    if labels_type == "soft" and saver != "early-stop":
+        raise ValueError("--labels soft trains on the labels as built: not with a replayed --saver")
     shipped = is_shipped(corpus, method)
     samples: dict[tuple[str, int], Sample] = {}
     if shipped:
@@ -138,7 +140,7 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
         targets: list[float] = []
         if labels_type == "soft":
             cfg = r.meta.get("label_config", {})
-            if saver != "early-stop" or cfg.get("early_stop") or cfg.get("first_error_search") or not r.soft_labels:
+            if cfg.get("early_stop") or cfg.get("first_error_search") or not r.soft_labels:
                 raise ValueError(f"--labels soft: record {r.problem_id}#{r.sample_index} was not labelled "
                                  "exhaustively (early stop or first-error search leave a step fewer than M "
                                  "rollouts); label without savers, or train on hard labels")
