@@ -7,7 +7,8 @@ read -r Q F H < <(python /work/main/docs/results/grow/qfh.py corpus)
 echo "Q=$Q F=$F H=$H"
 pq() { adaptivestep bench prm-quality --corpus corpus --questions "$Q" --backbones smollm2-135m default --folds 5 "$@"; }
 pq --seed 0 --sizes 40 80 "$H" "$F" --unregularised --out curve-s0.json > curve-s0.log 2>&1
-pq --seed 0 --sizes "$H" --out half-s0.json  # as run: H alone (same subsets and heads as with 40 80 H) > half-s0.log 2>&1
+# as run: H alone (the same subsets and heads as with --sizes 40 80 H)
+pq --seed 0 --sizes "$H" --out half-s0.json > half-s0.log 2>&1
 for sc in prm:smollm2-135m prm:default; do
   adaptivestep bench prm-quality --pair curve-s0.json half-s0.json --pair-on curve --pair-scorer "$sc" > "pair-${sc/:/-}.log" 2>&1
 done
