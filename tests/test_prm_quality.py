@@ -138,6 +138,37 @@ def test_prm_conf_reads_the_policy_log_probs_that_the_backbone_lacks(tmp_path: P
     assert auc["prm:bb"] < 0.65 and auc["prm-conf:bb"] > 0.85 and auc["prm:logprobs"] > 0.85
 
 
+def test_feature_cache_computes_only_the_responses_it_has_not_seen(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grown corpus reuses the cached features of its old responses: the backbone runs on the new ones only,
+    and every response gets back its own (K, H) rows whatever the order."""
+    from adaptivestep.bench import prm_quality as pq
+    from adaptivestep.prm import model
+
+    seen: list[int] = []  # the question lengths the backbone ran on
+
+    class Backbone:
+        @staticmethod
+        def from_backbone(name: str, **_: object) -> "Backbone":
+            return Backbone()
+
+        def features_batch(self, items, progress=False):  # noqa: ANN001, ANN201
+            seen.extend(len(q) for q, _ in items)
+            return [np.array([[float(len(q)), float(j)] for j, _ in enumerate(steps)], dtype=np.float32).reshape(-1, 2)
+                    for q, steps in items]
+
+    monkeypatch.setattr(model, "PRM", Backbone)
+    items = [pq.Item(f"q{n}", 0, "x" * n, ["s"] * (n % 3), [1.0] * (n % 3), True, None, [])
+             for n in range(1, 7)]
+    first = pq.features(items[:4], "bb", tmp_path)
+    assert seen == [1, 2, 3, 4] and [f.shape for f in first] == [(1, 2), (2, 2), (0, 2), (1, 2)]
+    grown = pq.features(items[::-1], "bb", tmp_path)  # two new responses, the rest cached, order reversed
+    assert seen[4:] == [6, 5] and len(list(tmp_path.glob("features-bb-*.npz"))) == 1
+    for f, i in zip(grown, items[::-1]):
+        assert f.shape == (len(i.steps), 2) and np.all(f[:, 0] == len(i.question))
+    assert pq.features(items, "bb", tmp_path, max_length=64) and len(seen) == 12  # another length: its own store
+
+
 def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels() -> None:
     from adaptivestep.bench.prm_quality import replay_first_error
 

@@ -223,27 +223,49 @@ def candidate_items(folder: Path, tau: float, split: str = "confidence") -> list
 
 
 def features(items: Sequence[Item], backbone: str, cache_dir: Path, *, max_length: int = 1024) -> list[np.ndarray]:
-    """Step-end hidden states (K_i, H) of each item under ``backbone``, cached in ``cache_dir``; backbone
+    """Step-end hidden states (K_i, H) of each item under ``backbone``, cached in ``cache_dir`` one entry per
+    response (keyed by its question and steps), so a grown corpus computes only its new responses; backbone
     ``logprobs`` is no model: the policy's own step log-prob features (:func:`policy_step_features`)."""
     if backbone == LOGPROBS:
         return [policy_step_features(i) for i in items]
-    key = hashlib.sha256(json.dumps([backbone, max_length, [(i.question, i.steps) for i in items]]).encode())
-    path = cache_dir / f"features-{backbone.replace('/', '_')}-{key.hexdigest()[:16]}.npz"
-    counts = [len(i.steps) for i in items]
-    if path.exists():
-        d = np.load(path)
-        flat = d["features"]
-    else:
+    path = cache_dir / f"features-{backbone.replace('/', '_')}-{max_length}.npz"
+    keys = [item_key(i) for i in items]
+    have = load_feature_store(path)
+    todo = {k: i for k, i in zip(keys, items) if k not in have}
+    if todo:
         from ..prm.model import PRM
 
         prm = PRM.from_backbone(backbone, mode="head", max_length=max_length)
-        flat = np.concatenate(prm.features_batch([(i.question, i.steps) for i in items], progress=True))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, features=flat.astype(np.float32), counts=np.asarray(counts))
-        tmp.replace(path)
-    offs = np.concatenate([[0], np.cumsum(counts)])
-    return [flat[offs[j]: offs[j + 1]] for j in range(len(items))]
+        got = prm.features_batch([(i.question, i.steps) for i in todo.values()], progress=True)
+        have.update(zip(todo, got))
+        save_feature_store(path, have)
+    return [have[k] for k in keys]
+
+
+def item_key(item: Item) -> str:
+    """What a response's backbone features depend on: its question and step texts."""
+    return hashlib.sha256(json.dumps([item.question, item.steps]).encode()).hexdigest()
+
+
+def load_feature_store(path: Path) -> dict[str, np.ndarray]:
+    """The cached (K, H) features by :func:`item_key`; empty if ``path`` does not exist."""
+    if not path.exists():
+        return {}
+    d = np.load(path)
+    offs = np.concatenate([[0], np.cumsum(d["counts"])])
+    return {str(k): d["features"][offs[j]: offs[j + 1]] for j, k in enumerate(d["keys"])}
+
+
+def save_feature_store(path: Path, store: dict[str, np.ndarray]) -> None:
+    """Write ``store`` atomically (a concurrent writer's entries may be lost, never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = list(store.values())
+    width = next((a.shape[1] for a in arrays if a.ndim == 2), 0)
+    flat = np.concatenate([a.reshape(-1, width) for a in arrays]) if arrays else np.zeros((0, width))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, keys=np.asarray(list(store), dtype=str), counts=np.asarray([len(a) for a in arrays]),
+             features=flat.astype(np.float32))
+    tmp.replace(path)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
