@@ -5,18 +5,13 @@ import sys
 from math import ceil
 from pathlib import Path
 
-from adaptivestep.bench.corpus import complete_prefix
-from adaptivestep.jsonl import read_records
-from adaptivestep.records import LabeledRecord, Problem
+from adaptivestep.bench.corpus import labelled_prefix
 from adaptivestep.sample import existing_indices
 
 out = Path(sys.argv[1])
-order = [p.id for p in read_records(out / "problems.jsonl", Problem)]
-done: dict[str, set[int]] = {}
-for r in read_records(out / "labels-confidence.jsonl", LabeledRecord, tolerate_torn_tail=True):
-    done.setdefault(r.problem_id, set()).add(r.sample_index)
+_, prefix, _ = labelled_prefix(out)
+q = len(prefix)
 sampled = existing_indices(out / "samples.jsonl")
-q = len(complete_prefix(order, sampled, done))
-assert all(len(sampled[x]) == 4 for x in order[:q]), "every question has 4 responses"
+assert all(len(sampled[x]) == 4 for x in prefix), "every question has 4 responses"
 f = 4 * (q - ceil(q / 5))  # the smallest fold's training side (5 folds, 4 responses a question)
 print(q, f, (f // 2) // 4 * 4)

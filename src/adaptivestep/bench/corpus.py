@@ -218,6 +218,22 @@ def complete_prefix(question_ids: Sequence[str], sampled: Mapping[str, set[int]]
     return out
 
 
+def labelled_prefix(out: Path, questions: int | None = None) -> tuple[list[str], list[str], list[Any]]:
+    """The corpus folder ``out``'s first ``questions`` question ids (all if None), their fully labelled prefix
+    (:func:`complete_prefix`), and every confidence-split label record the folder holds (a torn tail left
+    out), so a caller can keep the prefix's records without reading the labels twice."""
+    from ..jsonl import read_records
+    from ..records import LabeledRecord, Problem
+    from ..sample import existing_indices
+
+    order = [p.id for p in read_records(out / "problems.jsonl", Problem)][:questions]
+    labelled = list(read_records(out / "labels-confidence.jsonl", LabeledRecord, tolerate_torn_tail=True))
+    done: dict[str, set[int]] = {}
+    for r in labelled:
+        done.setdefault(r.problem_id, set()).add(r.sample_index)
+    return order, complete_prefix(order, existing_indices(out / "samples.jsonl"), done), labelled
+
+
 def corpus_card(spec: CorpusSpec, out: Path, tau: float | None, keep: set[str] | None = None) -> dict[str, Any]:
     """Figures of the corpus as it is on disk: questions, responses, pass rate, steps, labels, cost
     (with ``keep``: of those questions only)."""
@@ -278,22 +294,15 @@ def ship(spec: CorpusSpec, dest: Path, *, backbone: str = "smollm2-135m", qualit
     way ships the corpus of a smaller ``--questions`` and its card (and rebuild command) says so."""
     from dataclasses import replace
 
-    from ..jsonl import read_records
     from ..prm.config import TrainConfig
     from ..prm.train import train
-    from ..records import LabeledRecord, Problem
-    from ..sample import existing_indices
 
     out = Path(spec.out_dir)
     tau = read_tau(out)
     if tau is None:
         raise ValueError(f"{out}: no tau.json, so no split corpus to ship (build it first)")
-    order = [p.id for p in read_records(out / "problems.jsonl", Problem)][: spec.questions]
-    labelled = list(read_records(out / "labels-confidence.jsonl", LabeledRecord, tolerate_torn_tail=True))
-    done: dict[str, set[int]] = {}
-    for r in labelled:
-        done.setdefault(r.problem_id, set()).add(r.sample_index)
-    keep = set(complete_prefix(order, existing_indices(out / "samples.jsonl"), done))
+    order, prefix, labelled = labelled_prefix(out, spec.questions)
+    keep = set(prefix)
     if not keep:
         raise ValueError(f"{out}: its first question is not fully labelled, so there is nothing to ship")
     if len(keep) < len(order):
