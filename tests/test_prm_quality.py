@@ -583,6 +583,12 @@ def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
         pair_runs(a, b, "prm:b")
     with pytest.raises(ValueError, match="no scorer"):
         pair_runs(a, a, "prm:other")
+    # on the curve's out-of-fold scores, each side's cost is what its top size trained on, not the whole corpus
+    full, half = ({**run("confidence", 0.9, 0.1), "train_label_tokens": sizes} for sizes in
+                  ({"8": 40.0, "16": 90.0}, {"8": 40.0}))
+    for x in (full, half):
+        x["curve_candidates"] = x.pop("eval_candidates")
+    assert pair_runs(full, half, "prm:b", on="curve")["label_tokens"] == [90.0, 40.0]
     fa, fb = tmp_path / "a.json", tmp_path / "b.json.gz"  # either may be gzipped, as docs/results keeps them
     fa.write_text(json.dumps(a))
     fb.write_bytes(gzip.compress(json.dumps(run("newline", 0.1, 0.9)).encode()))

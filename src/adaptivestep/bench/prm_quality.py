@@ -664,7 +664,7 @@ def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "e
     out: dict[str, Any] = {
         "scorer": scorer, "scorer_b": names[1], "on": on, "n": n, "methods": [a.get("method"), b.get("method")],
         "questions": len({k[0] for k in ka}), "mixed_questions": len(qs),
-        "label_tokens": [a.get("label_tokens"), b.get("label_tokens")],
+        "label_tokens": [_scored_label_tokens(r, on) for r in (a, b)],
         "within_question_auc_min": [float(np.mean([x[q] for q in qs])) if qs else float("nan") for x in aucs],
         "within_question_auc_min_a_minus_b": list(paired_bootstrap([aucs[0][q] for q in qs], [aucs[1][q] for q in qs],
                                                                    seed=seed)),
@@ -677,13 +677,23 @@ def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "e
     return out
 
 
+def _scored_label_tokens(run: dict[str, Any], on: str) -> float | None:
+    """The rollout tokens of the labels behind a run's scored candidates: on ``curve``, the mean over folds of
+    the top size's training labels (what its out-of-fold scores were trained on), else the whole corpus'."""
+    per_size = run.get("train_label_tokens") or {}
+    if on == "curve" and per_size:
+        return float(per_size[max(per_size, key=int)])
+    return run.get("label_tokens")
+
+
 def _print_pair(r: dict[str, Any]) -> None:
     a, b = (m or "?" for m in r["methods"])
     iv = lambda x, k=100: f"{k * x[0]:+.1f} [{k * x[1]:+.1f}, {k * x[2]:+.1f}]"  # noqa: E731
     sc = r["scorer"] if r.get("scorer_b", r["scorer"]) == r["scorer"] else f"{r['scorer']} (a) vs {r['scorer_b']} (b)"
     print(f"{sc}, {a} (a) vs {b} (b), on the {r['on']} responses: {r['questions']} questions, "
           f"{r['mixed_questions']} mixed, N = {r['n']}")
-    print(f"  training labels cost: a {r['label_tokens'][0]:,} / b {r['label_tokens'][1]:,} rollout tokens")
+    per = " (mean over folds at each run's top size)" if r["on"] == "curve" else ""
+    print(f"  training labels cost: a {r['label_tokens'][0]:,.0f} / b {r['label_tokens'][1]:,.0f} rollout tokens{per}")
     wa, wb = r["within_question_auc_min"]
     d = r["within_question_auc_min_a_minus_b"]
     print(f"  within-question AUC (min): a {wa:.3f}, b {wb:.3f}, a - b {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
