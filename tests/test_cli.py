@@ -150,3 +150,29 @@ def test_gguf_file_the_engine_cannot_load_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("adaptivestep sample: error: model ") and "could not load" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
+    """A job started in the background ignores SIGINT (the shell sets that), and schedulers preempt with SIGTERM:
+    either way the command stops through the same path as Ctrl-C, says how to resume, and leaves SIGTERM as
+    it found it."""
+    import argparse
+    import os
+    import signal
+    import time
+
+    from adaptivestep import cli
+
+    def job(a):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this; the default action would have killed pytest
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(verb="label", func=job)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    t0 = time.monotonic()
+    assert cli.main([]) == 143 and time.monotonic() - t0 < 4
+    assert "terminated; re-run the same command to resume" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 # libgomp threads (llama.cpp's and torch's) spin-wait for a long time by default, which stalls torch tenfold
 # when both run in one process on a small CPU; OMP_WAIT_POLICY=PASSIVE fixes that but costs llama.cpp 25-40%
@@ -565,15 +568,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .jsonl import DataError
     from .records import RecordError
 
+    previous = _stop_on_sigterm()
     try:
         return int(a.func(a) or 0)
     except (UsageError, DataError, ModelError, RecordError, ValueError, ImportError, FileNotFoundError,
             ConnectionError) as e:  # ConnectionError: --prm-server
         print(f"adaptivestep {a.verb}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"adaptivestep {a.verb}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"adaptivestep {a.verb}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, `kill`): stops a job the way Ctrl-C does."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the command as Ctrl-C does (work logs closed, the resume hint printed), which matters
+    for jobs started in the background, where the shell makes them ignore SIGINT; returns the handler to
+    restore, or None where none was installed (not the main thread, or SIGTERM already handled or ignored)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":
