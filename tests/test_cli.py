@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,27 +153,34 @@ def test_gguf_file_the_engine_cannot_load_is_one_clear_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     """A job started in the background ignores SIGINT (the shell sets that), and schedulers preempt with SIGTERM:
-    either way the command stops through the same path as Ctrl-C, says how to resume, and leaves SIGTERM as
-    it found it."""
-    import argparse
-    import os
-    import signal
-    import time
+    either way the command stops through the same path as Ctrl-C, says how to resume (a second SIGTERM does not
+    break off its clean-up), and leaves SIGTERM as it found it. Run in a child process, so a regression kills
+    the child, not the test session."""
+    import subprocess
 
-    from adaptivestep import cli
-
-    def job(a):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler interrupts this; the default action would have killed pytest
-        return 0
-
-    parser = argparse.ArgumentParser()
-    parser.set_defaults(verb="label", func=job)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import argparse, os, signal, sys, time\n"
+        "from adaptivestep import cli\n"
+        "def job(a):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)\n"
+        "    finally:  # the clean-up a work log runs: a second SIGTERM here must not break it off\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(0.2)\n"
+        "        print('cleaned up', flush=True)\n"
+        "p = argparse.ArgumentParser()\n"
+        "p.set_defaults(verb='label', func=job)\n"
+        "cli.build_parser = lambda: p\n"
+        "rc = cli.main([])\n"
+        "print('rc', rc, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)\n"
+    )
     t0 = time.monotonic()
-    assert cli.main([]) == 143 and time.monotonic() - t0 < 4
-    assert "terminated; re-run the same command to resume" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["cleaned", "up", "rc", "143", "True"]
+    assert "adaptivestep label: terminated; re-run the same command to resume" in r.stderr

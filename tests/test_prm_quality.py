@@ -167,6 +167,9 @@ def test_feature_cache_computes_only_the_responses_it_has_not_seen(tmp_path: Pat
     for f, i in zip(grown, items[::-1]):
         assert f.shape == (len(i.steps), 2) and np.all(f[:, 0] == len(i.question))
     assert pq.features(items, "bb", tmp_path, max_length=64) and len(seen) == 12  # another length: its own store
+    store = pq.load_feature_store(next(tmp_path.glob("features-bb-1024.npz")))
+    assert len(store) == 6 and len({id(v.base) for v in store.values()}) == 1  # views of one array read once
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
 
 def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels() -> None:
@@ -588,7 +591,11 @@ def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
                   ({"8": 40.0, "16": 90.0}, {"8": 40.0}))
     for x in (full, half):
         x["curve_candidates"] = x.pop("eval_candidates")
-    assert pair_runs(full, half, "prm:b", on="curve")["label_tokens"] == [90.0, 40.0]
+    on_curve = pair_runs(full, half, "prm:b", on="curve")
+    assert on_curve["label_tokens"] == [90.0, 40.0] and on_curve["label_tokens_of"][0].startswith("16 training")
+    for x in (full, half):  # on the held-apart candidates: the whole corpus', which trained the scoring head
+        x["eval_candidates"] = x["curve_candidates"]
+    assert pair_runs(full, half, "prm:b")["label_tokens"] == [100, 100]
     fa, fb = tmp_path / "a.json", tmp_path / "b.json.gz"  # either may be gzipped, as docs/results keeps them
     fa.write_text(json.dumps(a))
     fb.write_bytes(gzip.compress(json.dumps(run("newline", 0.1, 0.9)).encode()))

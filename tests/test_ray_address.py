@@ -55,3 +55,27 @@ def test_score_ray_with_a_prm_server_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--ray" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_joining_ray_keeps_the_callers_sigterm_handler(monkeypatch):
+    """ray.init installs a SIGTERM handler of its own in the driver; connect() puts the caller's back, so the
+    CLI's stop-as-Ctrl-C (resume hint, exit 143) holds with --ray too."""
+    import signal
+
+    from adaptivestep.backends import ray_pool
+
+    def fake_init(**kwargs):  # what Ray's driver does at init
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))
+
+    monkeypatch.setattr(ray_pool.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_pool.ray, "init", fake_init)
+
+    def mine(*a):
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        ray_pool.connect()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

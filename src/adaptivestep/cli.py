@@ -568,8 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .jsonl import DataError
     from .records import RecordError
 
-    previous = _stop_on_sigterm()
+    previous = None
     try:
+        previous = _stop_on_sigterm()
         return int(a.func(a) or 0)
     except (UsageError, DataError, ModelError, RecordError, ValueError, ImportError, FileNotFoundError,
             ConnectionError) as e:  # ConnectionError: --prm-server
@@ -596,6 +597,7 @@ def _stop_on_sigterm() -> Any:
         return None
 
     def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not break off the clean-up
         raise Terminated()
 
     return signal.signal(signal.SIGTERM, stop)

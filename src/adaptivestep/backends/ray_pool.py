@@ -21,7 +21,9 @@ diverges (docs/benchmarks.md, "Bit-reproducible on one kind of CPU").
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -82,10 +84,17 @@ def connect(address: str = LOCAL, timeout_s: float = 10.0, num_cpus: int | None 
     if address != LOCAL:
         _check_reachable(address, timeout_s)
         kwargs = {"address": address, "log_to_driver": False}
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RayUnavailable(f"--ray {address}: could not join the Ray cluster: {e}") from e
+    finally:
+        if main_thread and sigterm is not None:
+            # ray.init sets a SIGTERM handler of its own in the driver (a bare exit); keep the caller's, e.g. the
+            # CLI's stop-as-Ctrl-C one, which exits just as cleanly (Ray's own shutdown runs at exit either way)
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def disconnect() -> None:

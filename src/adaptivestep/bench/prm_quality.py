@@ -41,6 +41,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -251,21 +253,29 @@ def load_feature_store(path: Path) -> dict[str, np.ndarray]:
     """The cached (K, H) features by :func:`item_key`; empty if ``path`` does not exist."""
     if not path.exists():
         return {}
-    d = np.load(path)
-    offs = np.concatenate([[0], np.cumsum(d["counts"])])
-    return {str(k): d["features"][offs[j]: offs[j + 1]] for j, k in enumerate(d["keys"])}
+    with np.load(path) as d:  # each array read once (an NpzFile re-reads an array at every access)
+        keys, counts, flat = d["keys"], d["counts"], d["features"]
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    return {str(k): flat[offs[j]: offs[j + 1]] for j, k in enumerate(keys)}
 
 
 def save_feature_store(path: Path, store: dict[str, np.ndarray]) -> None:
-    """Write ``store`` atomically (a concurrent writer's entries may be lost, never half-written)."""
+    """Write ``store`` atomically, through a temporary file of this writer's own: two runs writing at once
+    leave one of their stores whole (the other's new entries are computed again next time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = list(store.values())
     width = next((a.shape[1] for a in arrays if a.ndim == 2), 0)
     flat = np.concatenate([a.reshape(-1, width) for a in arrays]) if arrays else np.zeros((0, width))
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, keys=np.asarray(list(store), dtype=str), counts=np.asarray([len(a) for a in arrays]),
-             features=flat.astype(np.float32))
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # as a plain write would leave it (mkstemp makes it private)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, keys=np.asarray(list(store), dtype=str), counts=np.asarray([len(a) for a in arrays]),
+                     features=flat.astype(np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -664,7 +674,8 @@ def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "e
     out: dict[str, Any] = {
         "scorer": scorer, "scorer_b": names[1], "on": on, "n": n, "methods": [a.get("method"), b.get("method")],
         "questions": len({k[0] for k in ka}), "mixed_questions": len(qs),
-        "label_tokens": [_scored_label_tokens(r, on) for r in (a, b)],
+        "label_tokens": [_scored_label_tokens(r, on)[0] for r in (a, b)],
+        "label_tokens_of": [_scored_label_tokens(r, on)[1] for r in (a, b)],
         "within_question_auc_min": [float(np.mean([x[q] for q in qs])) if qs else float("nan") for x in aucs],
         "within_question_auc_min_a_minus_b": list(paired_bootstrap([aucs[0][q] for q in qs], [aucs[1][q] for q in qs],
                                                                    seed=seed)),
@@ -677,13 +688,15 @@ def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "e
     return out
 
 
-def _scored_label_tokens(run: dict[str, Any], on: str) -> float | None:
-    """The rollout tokens of the labels behind a run's scored candidates: on ``curve``, the mean over folds of
-    the top size's training labels (what its out-of-fold scores were trained on), else the whole corpus'."""
+def _scored_label_tokens(run: dict[str, Any], on: str) -> tuple[float | None, str]:
+    """The rollout tokens of the labels behind a run's scored candidates, and what they are: on ``curve``, the
+    mean over folds of the top size's training labels (what its out-of-fold scores were trained on), else (or
+    for a run saved without them) the whole corpus'."""
     per_size = run.get("train_label_tokens") or {}
     if on == "curve" and per_size:
-        return float(per_size[max(per_size, key=int)])
-    return run.get("label_tokens")
+        top = max(per_size, key=int)
+        return float(per_size[top]), f"{top} training responses, mean over folds"
+    return run.get("label_tokens"), "the whole corpus"
 
 
 def _print_pair(r: dict[str, Any]) -> None:
@@ -692,8 +705,8 @@ def _print_pair(r: dict[str, Any]) -> None:
     sc = r["scorer"] if r.get("scorer_b", r["scorer"]) == r["scorer"] else f"{r['scorer']} (a) vs {r['scorer_b']} (b)"
     print(f"{sc}, {a} (a) vs {b} (b), on the {r['on']} responses: {r['questions']} questions, "
           f"{r['mixed_questions']} mixed, N = {r['n']}")
-    per = " (mean over folds at each run's top size)" if r["on"] == "curve" else ""
-    print(f"  training labels cost: a {r['label_tokens'][0]:,.0f} / b {r['label_tokens'][1]:,.0f} rollout tokens{per}")
+    (ta, tb), (oa, ob) = r["label_tokens"], r.get("label_tokens_of", ["", ""])
+    print(f"  training labels cost: a {ta:,.0f} ({oa}) / b {tb:,.0f} ({ob}) rollout tokens")
     wa, wb = r["within_question_auc_min"]
     d = r["within_question_auc_min_a_minus_b"]
     print(f"  within-question AUC (min): a {wa:.3f}, b {wb:.3f}, a - b {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
