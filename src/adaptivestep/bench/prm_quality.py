@@ -671,11 +671,12 @@ def pair_runs(a: dict[str, Any], b: dict[str, Any], scorer: str, *, on: str = "e
                                  [x["correct"] for x in rs], "min") for rs, sc in zip(recs, names)]
     qs = list(aucs[0])
     pools = [pools_from_records(rs, sc) for rs, sc in zip(recs, names)]
+    costs = [_scored_label_tokens(r, on) for r in (a, b)]
     out: dict[str, Any] = {
         "scorer": scorer, "scorer_b": names[1], "on": on, "n": n, "methods": [a.get("method"), b.get("method")],
         "questions": len({k[0] for k in ka}), "mixed_questions": len(qs),
-        "label_tokens": [_scored_label_tokens(r, on)[0] for r in (a, b)],
-        "label_tokens_of": [_scored_label_tokens(r, on)[1] for r in (a, b)],
+        "label_tokens": [cost for cost, _ in costs],
+        "label_tokens_of": [of for _, of in costs],
         "within_question_auc_min": [float(np.mean([x[q] for q in qs])) if qs else float("nan") for x in aucs],
         "within_question_auc_min_a_minus_b": list(paired_bootstrap([aucs[0][q] for q in qs], [aucs[1][q] for q in qs],
                                                                    seed=seed)),
