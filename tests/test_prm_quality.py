@@ -332,6 +332,10 @@ def test_a_corpus_seeded_from_the_shipped_one_has_its_samples_labels_and_tau(tmp
     assert "tau.json" in seed_from(d, tmp_path / "y", same)  # a larger corpus of the same spec
     with pytest.raises(ValueError, match="max_tokens 256 .shipped: 512."):
         seed_from(d, tmp_path / "z", CorpusSpec(**{**card["spec"], "max_tokens": 256}))
+    # a setting newer than the shipped card counts as its default: another policy is refused, the default is not
+    assert "model" not in card["spec"]
+    with pytest.raises(ValueError, match="model 'qwen2.5-coder-1.5b' .shipped: 'default'."):
+        seed_from(d, tmp_path / "m", CorpusSpec(**{**card["spec"], "model": "qwen2.5-coder-1.5b"}))
 
 
 def test_bench_corpus_seed_from_embedded_refuses_a_differing_spec_before_building(

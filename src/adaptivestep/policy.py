@@ -16,8 +16,8 @@ BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 class PolicyConfig:
     """The policy model.
 
-    model: 'default' (embedded Qwen2.5-Coder-0.5B-Instruct GGUF), 'smollm2-135m', a .gguf file, or a local
-        Hugging Face model directory.
+    model: 'default' (embedded Qwen2.5-Coder-0.5B-Instruct GGUF), 'qwen2.5-coder-1.5b' (extra policy-1-5b),
+        'smollm2-135m', a .gguf file, or a local Hugging Face model directory.
     backend: inference engine; auto = llamacpp for GGUF files, hf for directories.
     n_ctx: llama.cpp context per sequence in tokens (prompt + response); 16 sequences share the cache.
     threads: CPU threads (None = all cores).
