@@ -401,6 +401,8 @@ def command_line(spec: CorpusSpec) -> str:
 
     >>> command_line(CorpusSpec(out_dir="c", questions=5, early_stop=False))
     'adaptivestep bench corpus --out-dir c --questions 5 --no-early-stop'
+    >>> command_line(CorpusSpec(model="qwen2.5-coder-1.5b"))
+    'adaptivestep bench corpus --model qwen2.5-coder-1.5b'
     """
     parts = ["adaptivestep bench corpus"]
     for k, v in asdict(spec).items():
