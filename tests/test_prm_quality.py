@@ -699,3 +699,44 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
     w_hard = fit_scorers(items, feats, "b", 0)["prm:b"].w[0]
     w_soft = fit_scorers(flipped, feats, "b", 0)["prm:b"].w[0]
     assert w_hard > 0 > w_soft
+
+
+def test_bench_prm_quality_reads_a_code_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A `bench corpus` folder of code questions (tests, not answers) gives its curve like a math one: votes
+    come from the code itself (two spellings of one program are one vote), correctness from the labels."""
+    from adaptivestep.bench.prm_quality import corpus_items, main
+    from adaptivestep.jsonl import JsonlWriter
+    from adaptivestep.records import LabeledRecord, Sample
+
+    out = tmp_path / "code-corpus"
+    out.mkdir()
+    with JsonlWriter(out / "problems.jsonl") as wp, JsonlWriter(out / "samples.jsonl") as ws, \
+            JsonlWriter(out / "labels-confidence.jsonl") as wl:
+        for k in range(6):
+            p = Problem(id=f"c{k}", question=f"Write f(x) returning x + {k}.", kind="code",
+                        tests=f"assert f(1) == {1 + k}", entry_point="f")
+            wp.write(p)
+            for i in range(4):
+                body = f"x + {k}" if i % 2 == 0 else f"x - {k + 1}"
+                steps = ["```python\ndef f(x):\n", f"{chr(10) if i == 2 else ''}    return {body}   \n```"]
+                text = "".join(steps)
+                lp = [-0.1, -0.2] if i % 2 == 0 else [-2.0, -2.5]
+                ws.write(Sample(problem_id=p.id, sample_index=i, prompt=p.question, prompt_ids=[1], token_ids=[2, 3],
+                                logprobs=lp, token_end_chars=[len(steps[0]), len(text)], text=text,
+                                finish_reason="stop", model="m", backend="fake", sampling={}, seed=0))
+                ok = i % 2 == 0
+                wl.write(LabeledRecord(prompt=p.question, completions=steps, labels=[1.0, float(ok)], problem_id=p.id,
+                                       sample_index=i, method="confidence", step_token_ends=[1, 2],
+                                       final_correct=ok, cost={"rollouts": 4, "generated_tokens": 20}))
+    (out / "tau.json").write_text('{"tau": 0.5}')
+    items = corpus_items(out)
+    assert len(items) == 24 and sum(i.correct for i in items) == 12
+    c0 = [i.vote for i in items if i.problem_id == "c0"]
+    assert c0[0] == c0[2] == "def f(x):\n    return x + 0" != c0[1]  # the program is the vote; blank lines and
+    # trailing spaces do not make another one
+    res = tmp_path / "q.json"
+    assert main(["--corpus", str(out), "--backbones", "logprobs", "--sizes", "8", "--folds", "2",
+                 "--out", str(res)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["responses"] == 24 and last["top_size"] == 8
+    assert last["prm_logprobs_step_auc"] > 0.9  # the sure steps are the right ones here
