@@ -11,14 +11,13 @@ tokens; then the paired difference B - A of the per-question pass rate with its 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from adaptivestep.checkers import get_checker
+from adaptivestep.checkers import check_samples
 from adaptivestep.jsonl import read_records
 from adaptivestep.prm.quality import paired_bootstrap
 from adaptivestep.prm.shipped import corpus_dir
@@ -26,13 +25,10 @@ from adaptivestep.records import Problem, Sample
 
 
 def pool(samples: list[Sample], problems: dict[str, Problem], ids: list[str]) -> dict[str, list[bool]]:
-    checkers: dict[str, object] = {}
     out: dict[str, list[bool]] = {i: [] for i in ids}
-    for s in samples:
-        if s.problem_id in out:
-            p = problems[s.problem_id]
-            ck = checkers.setdefault(p.kind, get_checker(p.kind))
-            out[s.problem_id].append(bool(ck.check(p, s.text).correct))  # type: ignore[attr-defined]
+    keep = [s for s in samples if s.problem_id in out]
+    for s, ok in zip(keep, check_samples(problems, keep)):
+        out[s.problem_id].append(ok)
     return out
 
 
@@ -56,15 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=0, help="only the first K questions of B's order")
     a = ap.parse_args(argv)
     b_dir = Path(a.b)
-    problems = {p.id: p for p in read_records(b_dir / "problems.jsonl", Problem)}
-    ids = [p.id for p in read_records(b_dir / "problems.jsonl", Problem)]
-    ids = ids[: a.first] if a.first else ids
+    problems = {p.id: p for p in read_records(b_dir / "problems.jsonl", Problem)}  # in file order
+    ids = list(problems)[: a.first] if a.first else list(problems)
     b_samples = list(read_records(b_dir / "samples.jsonl", Sample, tolerate_torn_tail=True))
     if a.shipped:
         d = corpus_dir("gsm8k")
         assert d is not None
-        a_samples = [Sample.from_dict(json.loads(line)) for line in
-                     gzip.decompress((d / "samples.jsonl.gz").read_bytes()).decode().splitlines() if line.strip()]
+        a_samples = list(read_records(d / "samples.jsonl.gz", Sample))
         a_name = str(d)
     else:
         a_samples = list(read_records(Path(a.a) / "samples.jsonl", Sample, tolerate_torn_tail=True))

@@ -240,16 +240,14 @@ def labelled_prefix(out: Path, questions: int | None = None) -> tuple[list[str],
 def corpus_card(spec: CorpusSpec, out: Path, tau: float | None, keep: set[str] | None = None) -> dict[str, Any]:
     """Figures of the corpus as it is on disk: questions, responses, pass rate, steps, labels, cost
     (with ``keep``: of those questions only)."""
-    from ..checkers import get_checker
+    from ..checkers import check_samples
     from ..jsonl import read_records
     from ..records import LabeledRecord, Problem, Sample
 
     problems = {p.id: p for p in read_records(out / "problems.jsonl", Problem)}
     samples = [s for s in read_records(out / "samples.jsonl", Sample, tolerate_torn_tail=True)
                if keep is None or s.problem_id in keep]
-    checkers: dict[str, Any] = {}
-    correct = [bool(checkers.setdefault(problems[s.problem_id].kind, get_checker(problems[s.problem_id].kind))
-                    .check(problems[s.problem_id], s.text).correct) for s in samples]
+    correct = check_samples(problems, samples)
     by_q: dict[str, list[bool]] = {}
     for s, c in zip(samples, correct):
         by_q.setdefault(s.problem_id, []).append(c)

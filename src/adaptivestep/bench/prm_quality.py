@@ -204,7 +204,7 @@ def questions_within(items: list[Item], corpus: Path, budget: int) -> int:
 def candidate_items(folder: Path, tau: float, split: str = "confidence") -> list[Item]:
     """Items of a folder of candidates (``samples.jsonl``, or a main job's ``candidates.jsonl``, + ``problems.jsonl``),
     split by AdaptiveStep at ``tau`` (``split="newline"``: at line breaks, ``tau`` unused)."""
-    from ..checkers import get_checker, vote_key
+    from ..checkers import check_samples, vote_key
     from ..jsonl import read_records
     from ..records import Problem, Sample
     from ..split import SplitParams, split_samples, step_texts
@@ -213,14 +213,11 @@ def candidate_items(folder: Path, tau: float, split: str = "confidence") -> list
     name = "samples.jsonl" if (folder / "samples.jsonl").exists() else "candidates.jsonl"
     samples = list(read_records(folder / name, Sample, tolerate_torn_tail=True))
     splits = split_samples(samples, split, SplitParams(tau=tau) if split == "confidence" else SplitParams())
-    checkers: dict[str, Any] = {}
     out = []
-    for s, sp in zip(samples, splits):
+    for s, sp, ok in zip(samples, splits, check_samples(problems, samples)):
         p = problems[s.problem_id]
-        ch = checkers.setdefault(p.kind, get_checker(p.kind))
-        out.append(Item(s.problem_id, s.sample_index, p.question, step_texts(s, sp), [],
-                        bool(ch.check(p, s.text).correct), vote_key(p.kind, s.text),
-                        _step_logprobs(s, sp.boundaries)))
+        out.append(Item(s.problem_id, s.sample_index, p.question, step_texts(s, sp), [], ok,
+                        vote_key(p.kind, s.text), _step_logprobs(s, sp.boundaries)))
     return out
 
 

@@ -13,7 +13,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,6 +74,25 @@ def get_checker(kind: str, **opts: Any) -> Checker:
         raise ValueError(f"checker {kind!r}: bad option(s) {sorted(opts)}: {e}") from None
 
 
+def check_samples(problems: Mapping[str, Problem], samples: Iterable[Any]) -> list[bool]:
+    """Whether each sample (anything with ``problem_id`` and ``text``) answers its problem, in input order, with
+    one default checker per task kind.
+
+    >>> from types import SimpleNamespace as S
+    >>> ps = {"a": Problem(id="a", question="1+1?", kind="math", answer="2")}
+    >>> check_samples(ps, [S(problem_id="a", text="It is 2."), S(problem_id="a", text="It is 3.")])
+    [True, False]
+    """
+    checkers: dict[str, Checker] = {}
+    out = []
+    for s in samples:
+        p = problems[s.problem_id]
+        if p.kind not in checkers:
+            checkers[p.kind] = get_checker(p.kind)
+        out.append(bool(checkers[p.kind].check(p, s.text).correct))
+    return out
+
+
 def vote_key(kind: str, text: str) -> str | None:
     """What a majority vote counts for a response of task ``kind``; ``None`` when it gives no answer.
 
@@ -94,4 +113,4 @@ def vote_key(kind: str, text: str) -> str | None:
     raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(CHECKERS)}")
 
 
-__all__ = ["CHECKERS", "Checker", "CodeChecker", "MathChecker", "Verdict", "get_checker", "vote_key"]
+__all__ = ["CHECKERS", "Checker", "CodeChecker", "MathChecker", "Verdict", "check_samples", "get_checker", "vote_key"]
