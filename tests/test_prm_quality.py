@@ -740,3 +740,16 @@ def test_bench_prm_quality_reads_a_code_corpus(tmp_path: Path, capsys: pytest.Ca
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["responses"] == 24 and last["top_size"] == 8
     assert last["prm_logprobs_step_auc"] > 0.9  # the sure steps are the right ones here
+
+
+def test_bench_corpus_model_option_reaches_the_spec_and_its_help(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptivestep.bench.corpus import main
+
+    with pytest.raises(SystemExit):  # another policy cannot extend the shipped (0.5B) corpus: refused, nothing built
+        main(["--seed-from", "embedded", "--out-dir", str(tmp_path / "c"), "--model", "qwen2.5-coder-1.5b"])
+    assert "model 'qwen2.5-coder-1.5b' (shipped: 'default')" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "model: the policy: ``default`` (the embedded 0.5B)" in capsys.readouterr().out

@@ -19,6 +19,7 @@ command finishes what is missing; a larger ``--questions`` extends it.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,8 @@ class CorpusSpec:
     """What corpus to build.
 
     task / split / data_dir: training questions (``data_dir`` laid out like ``../shared/data``).
-    model: the policy (an embedded name such as ``qwen2.5-coder-1.5b``, or a .gguf file).
+    model: the policy: ``default`` (the embedded 0.5B), another embedded name such as ``qwen2.5-coder-1.5b``,
+        or a .gguf file.
     questions: how many questions (the first of a ``seed``-shuffled, difficulty-filtered order).
     max_solution_lines: GSM8K only: keep questions whose reference solution has at most this many lines
         (a difficulty filter on the question, not on the policy's answers); 0 = no filter.
@@ -413,8 +415,13 @@ def command_line(spec: CorpusSpec) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     d = CorpusSpec()
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    fields = inspect.cleandoc(CorpusSpec.__doc__ or "").split("\n", 1)[-1]  # the spec's fields, explained
     p = argparse.ArgumentParser(prog="adaptivestep bench corpus", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                epilog="settings (--flag = the field with - for _):\n" + fields,
+                                formatter_class=Formatter)
     for name, default in asdict(d).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
