@@ -433,5 +433,12 @@ def test_vote_key_groups_equal_answers_and_equal_programs():
     b = "```python\n\ndef f(x):   \n    return x + 1\n\n```"
     assert vote_key("code", a) == vote_key("code", b) == "def f(x):\n    return x + 1"
     assert vote_key("code", a) != vote_key("code", a.replace("+ 1", "+ 2"))
+    # comments, docstrings, spacing and quote style do not split a vote; a truncated program still gets a key
+    c = '```python\ndef f(x):\n    """Add one."""\n    # the step\n    return (x+1)  # done\n```'
+    assert vote_key("code", c) == vote_key("code", a)
+    assert vote_key("code", "```python\ns = 'a'\n```") == vote_key("code", '```python\ns = "a"\n```')
+    assert vote_key("code", "```python\ndef f(x:\n    return x  \n") == "def f(x:\n    return x"
+    assert vote_key("code", '```python\n"""Only a docstring."""\n```') == "pass"
+    assert vote_key("code", "```python\n\n```") is None
     with pytest.raises(ValueError, match="task kind"):
         vote_key("poetry", a)

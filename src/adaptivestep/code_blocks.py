@@ -4,12 +4,14 @@ Rules: the first block tagged ```` ```python```` (or ``python3`` / ``py``) is th
 block of any language; an unclosed block (a truncated response) runs to the end of the text; an inline
 ```` ```x``` ```` or a fence with no content line is no block. :func:`code_span` gives the block's character
 range, :func:`extract_code` its text (the whole response when there is no block), so the sandbox runs exactly
-the code that :func:`adaptivestep.split.code_region` tags.
+the code that :func:`adaptivestep.split.code_region` tags. :func:`program_key` is what a majority vote counts.
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import warnings
 from typing import NamedTuple
 
 _FENCE = re.compile(r"```")
@@ -67,3 +69,35 @@ def extract_code(text: str) -> str:
     """
     span = code_span(text)
     return text if span is None else text[span[0] : span[1]]
+
+
+def program_key(code: str) -> str:
+    """A program in canonical form, so that programs that differ only in layout, comments or docstrings are equal.
+
+    Python source is parsed and unparsed (:func:`ast.unparse`): comments, blank lines, spacing, quote style and
+    redundant parentheses go, and so does every docstring (a string constant that opens a module, class or
+    function body; a body left empty gets ``pass``). Names, literals and the block structure stay: ``x + 1``
+    and ``x + 2`` differ, and so do a statement inside a loop and the same statement after it. Text that does
+    not parse (a truncated response) is compared by its non-blank lines, right-stripped.
+
+    >>> program_key('def f(x):\\n    "Add one."\\n    return (x+1)  # done\\n')
+    'def f(x):\\n    return x + 1'
+    >>> program_key("def f(x:\\n    return x   \\n\\n")
+    'def f(x:\\n    return x'
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # e.g. an invalid escape in a string literal
+            tree = ast.parse(code)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _docstring(
+                    node.body):
+                node.body = node.body[1:] or [ast.Pass()]
+        return ast.unparse(tree)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return "\n".join(line.rstrip() for line in code.splitlines() if line.strip())
+
+
+def _docstring(body: list[ast.stmt]) -> bool:
+    first = body[0] if body else None
+    return isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)

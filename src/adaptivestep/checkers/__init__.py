@@ -50,7 +50,7 @@ class Checker(Protocol):
 
 
 # Imported after Verdict / Checker exist: the checker modules import them from this package.
-from ..code_blocks import extract_code
+from ..code_blocks import extract_code, program_key
 from .code_check import CodeChecker
 from .math_check import MathChecker, answer_key
 
@@ -98,8 +98,9 @@ def vote_key(kind: str, text: str) -> str | None:
 
     math: the final answer as the math checker extracts it, in canonical form
     (:func:`.math_check.answer_key`).
-    code: the extracted program (:func:`adaptivestep.code_blocks.extract_code`) without blank lines or
-    trailing spaces, so identical programs vote together; indentation is kept (it is part of the program).
+    code: the extracted program (:func:`adaptivestep.code_blocks.extract_code`) in canonical form
+    (:func:`adaptivestep.code_blocks.program_key`), so programs that differ only in layout, comments or
+    docstrings vote together; names, literals and block structure are kept (they are the program).
     Best-of-N compares these keys as they are (:mod:`adaptivestep.search.bon`).
 
     >>> vote_key("math", "so the total is $1,200.00"), vote_key("code", "```python\\nx = 1   \\n\\n```")
@@ -108,8 +109,7 @@ def vote_key(kind: str, text: str) -> str | None:
     if kind == "math":
         return answer_key(text)
     if kind == "code":
-        lines = [line.rstrip() for line in extract_code(text).splitlines() if line.strip()]
-        return "\n".join(lines) or None
+        return program_key(extract_code(text)) or None
     raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(CHECKERS)}")
 
 
