@@ -32,11 +32,24 @@ def _pool(rng: np.random.Generator, n: int) -> list[Candidate]:
 
 
 def _brute(cands: list[Candidate], rule: str, n: int) -> float:
-    """Mean correctness of select() over every n-subset (the definition)."""
-    hits = [
-        {c.index: c.correct for c in cands}[select(list(s), rule).chosen] for s in combinations(cands, n)
-    ]
+    """Mean correctness of select() over every n-subset (the definition), a vote's tie at its expectation."""
+    hits = []
+    for s in combinations(cands, n):
+        sel = select(list(s), rule)
+        hits.append(_vote(s) if rule == "majority" or sel.fallback else {c.index: c.correct for c in s}[sel.chosen])
     return float(np.mean(hits))
+
+
+def _vote(s: tuple[Candidate, ...]) -> float:
+    """Majority with a uniformly random tie-break between the top answers: the chance it picks a correct one."""
+    holders: dict[str, list[bool]] = {}
+    for c in s:
+        if c.answer is not None and c.answer.strip():
+            holders.setdefault(c.answer, []).append(bool(c.correct))
+    if not holders:
+        return float(bool(s[0].correct))  # nothing votes: the lowest index, as select
+    top = max(map(len, holders.values()))
+    return float(np.mean([np.mean(h) for h in holders.values() if len(h) == top]))
 
 
 RULES = ["prm-min", "prm-last", "prm-prod", "majority", "weighted-majority", "confidence", "oracle"]

@@ -38,7 +38,7 @@ def test_learning_curve_subsets_are_nested_whole_questions_from_the_train_side()
 
 
 def test_response_auc_and_bon_vs_majority() -> None:
-    # the PRM ranks the right answer first in every pool, while the vote goes to a wrong answer twice
+    # the PRM ranks the right answer first in every pool, while the vote goes to a wrong answer or a tie
     pools = [
         [Candidate(0, "7", [0.9, 0.8], True), Candidate(1, "5", [0.3], False), Candidate(2, "5", [0.4], False),
          Candidate(3, "6", [0.2], False)],
@@ -49,8 +49,14 @@ def test_response_auc_and_bon_vs_majority() -> None:
     assert response_auc([c.step_scores for c in flat], [c.correct for c in flat], "min") == 1.0
     r = bon_vs_majority(pools, "prm-min", 4)
     assert (r.acc, r.questions) == (1.0, 2)
-    assert r.majority == 0.0  # pool 2 ties "2" and "3": ties go to the lowest index, "2"
-    assert r.diff == 1.0 and r.lo <= r.diff <= r.hi
+    # pool 2 ties "2" and "3" two votes each: the tie counts at its expectation, 0.5 (not the lowest index's 0)
+    assert r.majority == 0.25
+    assert r.diff == 0.75 and r.lo <= r.diff <= r.hi
+    # every answer distinct (code: the vote key is the program): majority is the pool's mean correctness,
+    # whatever the order of the candidates
+    for order in ([False, True, False, True], [True, False, True, False]):  # lowest index: 0.0, then 1.0
+        distinct = [Candidate(i, f"prog{i}", [0.5], ok) for i, ok in enumerate(order)]
+        assert bon_vs_majority([distinct], "prm-min", 4).majority == 0.5
     r2 = bon_vs_majority(pools, "prm-min", 2)
     assert 0.0 <= r2.majority <= r2.acc <= r2.oracle <= 1.0
     assert bon_vs_majority(pools, "prm-min", 5).questions == 0  # no pool that large

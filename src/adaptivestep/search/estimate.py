@@ -23,7 +23,13 @@ describes how the accuracy would vary over another draw of questions of the same
 noise of a finite ``resamples`` is inside the per-question values and so inside the interval too. With one
 question the interval collapses to the point.
 
-Every selection goes through :func:`adaptivestep.search.bon.choose`, the same code as :func:`~.bon.select`.
+Every selection goes through :func:`adaptivestep.search.bon.choose`, the same code as :func:`~.bon.select`,
+with one difference in what is counted: a tie between answers in a vote (``majority``, and the majority
+fallback of the other rules) counts at its expectation over a uniformly random tie-break
+(:func:`majority_expectation`), where ``select`` takes the answer whose first holder has the lowest index. So an
+estimate does not depend on the order of the candidates: with N equal to the pool size and every answer
+different (typical of code, where the vote key is the whole program), majority counts as the pool's mean
+correctness, not as whether candidate 0 happens to be right.
 """
 
 from __future__ import annotations
@@ -146,6 +152,42 @@ def _point(n: int, vals: list[float], fb: list[float], method: str, resamples: i
     return CurvePoint(n, float(np.mean(vals)), lo, hi, len(vals), float(np.mean(fb)), method, resamples)
 
 
+def majority_expectation(pool: Pool, sub: np.ndarray) -> np.ndarray:
+    """Per row of ``sub`` (B, N positions): the chance that a majority vote picks a correct candidate when a tie
+    between the top answers is broken uniformly at random (a tied answer counts by the share of its holders that
+    are correct). A row with no answer at all counts its lowest-index candidate, as :func:`~.bon.choose` does.
+
+    >>> pool = build_pool([Candidate(i, a, None, ok) for i, (a, ok) in enumerate(
+    ...     [("1", False), ("2", False), ("3", True), ("3", True), ("4", False)])], None)
+    >>> majority_expectation(pool, np.array([[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 3, 4]])).tolist()
+    [1.0, 0.25, 0.25]
+    """
+    b, n = sub.shape
+    k = max(pool.n_answers, 1)
+    a = pool.answer[sub]
+    ok = pool.correct[sub].astype(np.float64)
+    voter = a >= 0
+    flat = (np.arange(b)[:, None] * k + np.where(voter, a, 0))[voter]
+    votes = np.bincount(flat, minlength=b * k).reshape(b, k)
+    right = np.bincount(flat, weights=ok[voter], minlength=b * k).reshape(b, k).astype(np.float64)
+    tied = (votes > 0) & (votes == votes.max(axis=1, keepdims=True))
+    share = np.divide(right, votes, out=np.zeros_like(right), where=votes > 0)
+    n_tied = tied.sum(axis=1)
+    return np.where(n_tied > 0, (share * tied).sum(axis=1) / np.maximum(n_tied, 1), ok[:, 0])
+
+
+def choice_accuracy(pool: Pool, sub: np.ndarray, rule: str, weighted_how: str = "min") -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``sub``: the (expected) correctness of what ``rule`` picks, and whether it fell back to
+    majority. Votes count ties at their expectation (:func:`majority_expectation`)."""
+    if rule == "majority":
+        return majority_expectation(pool, sub), np.zeros(len(sub), dtype=bool)
+    c = choose(pool, sub, rule, weighted_how)
+    acc = pool.correct[c.pos].astype(np.float64)
+    if c.fallback.any():  # every rule falls back to majority
+        acc[c.fallback] = majority_expectation(pool, sub[c.fallback])
+    return acc, c.fallback
+
+
 def subsample_curve(
     pools: Sequence[Sequence[Candidate]],
     rule: str,
@@ -169,9 +211,9 @@ def subsample_curve(
         vals, fbs = [], []
         for q, p in enumerate(ps):
             sub = random_subsets(len(p.indices), n, resamples, rng_for(seed, q, n))
-            c = choose(p, sub, rule, weighted_how)
-            vals.append(float(p.correct[c.pos].mean()))
-            fbs.append(float(c.fallback.mean()))
+            acc, fb = choice_accuracy(p, sub, rule, weighted_how)
+            vals.append(float(acc.mean()))
+            fbs.append(float(fb.mean()))
         out.append(_point(n, vals, fbs, "subsample", resamples, ci, n_boot, seed))
     return out
 
@@ -189,7 +231,7 @@ def _exact_prm(pool: Pool, rule: str, n: int, max_subsets: int) -> tuple[float, 
         if n_fallback > max_subsets:
             raise TooManySubsetsError(f"{n_fallback} all-skipped subsets exceed max_subsets={max_subsets}")
         sub = np.array(list(combinations(skipped.tolist(), n)), dtype=np.int64)
-        acc += int(pool.correct[choose(pool, sub, rule).pos].sum())
+        acc += float(majority_expectation(pool, sub).sum())
     return acc / total, n_fallback / total
 
 
@@ -215,8 +257,8 @@ def exact_accuracy(pool: Pool, rule: str, n: int, *, weighted_how: str = "min",
             "use subsample_curve"
         )
     sub = np.array(list(combinations(range(size), n)), dtype=np.int64)
-    c = choose(pool, sub, rule, weighted_how)
-    return float(pool.correct[c.pos].mean()), float(c.fallback.mean())
+    acc, fb = choice_accuracy(pool, sub, rule, weighted_how)
+    return float(acc.mean()), float(fb.mean())
 
 
 def exact_curve(
