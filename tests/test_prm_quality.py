@@ -711,11 +711,28 @@ def test_bench_prm_quality_reads_a_code_corpus(tmp_path: Path, capsys: pytest.Ca
     """A `bench corpus` folder of code questions (tests, not answers) gives its curve like a math one: votes
     come from the code itself (two spellings of one program are one vote), correctness from the labels."""
     from adaptivestep.bench.prm_quality import corpus_items, main
+
+    out = tmp_path / "code-corpus"
+    _write_code_corpus(out)
+    items = corpus_items(out)
+    assert len(items) == 24 and sum(i.correct for i in items) == 12
+    c0 = [i.vote for i in items if i.problem_id == "c0"]
+    assert c0[0] == c0[2] == "def f(x):\n    return x + 0" != c0[1]  # the program is the vote; blank lines and
+    # trailing spaces do not make another one
+    res = tmp_path / "q.json"
+    assert main(["--corpus", str(out), "--backbones", "logprobs", "--sizes", "8", "--folds", "2",
+                 "--out", str(res)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["responses"] == 24 and last["top_size"] == 8
+    assert last["prm_logprobs_step_auc"] > 0.9  # the sure steps are the right ones here
+
+
+def _write_code_corpus(out: Path) -> None:
+    """A `bench corpus` folder of 6 code questions x 4 responses (2 right, 2 wrong each), labelled."""
     from adaptivestep.jsonl import JsonlWriter
     from adaptivestep.records import LabeledRecord, Sample
 
-    out = tmp_path / "code-corpus"
-    out.mkdir()
+    out.mkdir(parents=True, exist_ok=True)
     with JsonlWriter(out / "problems.jsonl") as wp, JsonlWriter(out / "samples.jsonl") as ws, \
             JsonlWriter(out / "labels-confidence.jsonl") as wl:
         for k in range(6):
@@ -729,23 +746,73 @@ def test_bench_prm_quality_reads_a_code_corpus(tmp_path: Path, capsys: pytest.Ca
                 lp = [-0.1, -0.2] if i % 2 == 0 else [-2.0, -2.5]
                 ws.write(Sample(problem_id=p.id, sample_index=i, prompt=p.question, prompt_ids=[1], token_ids=[2, 3],
                                 logprobs=lp, token_end_chars=[len(steps[0]), len(text)], text=text,
-                                finish_reason="stop", model="m", backend="fake", sampling={}, seed=0))
+                                finish_reason="stop", model="m", backend="fake", sampling={}, seed=0,
+                                task_kind="code"))
                 ok = i % 2 == 0
                 wl.write(LabeledRecord(prompt=p.question, completions=steps, labels=[1.0, float(ok)], problem_id=p.id,
                                        sample_index=i, method="confidence", step_token_ends=[1, 2],
                                        final_correct=ok, cost={"rollouts": 4, "generated_tokens": 20}))
     (out / "tau.json").write_text('{"tau": 0.5}')
-    items = corpus_items(out)
-    assert len(items) == 24 and sum(i.correct for i in items) == 12
-    c0 = [i.vote for i in items if i.problem_id == "c0"]
-    assert c0[0] == c0[2] == "def f(x):\n    return x + 0" != c0[1]  # the program is the vote; blank lines and
-    # trailing spaces do not make another one
-    res = tmp_path / "q.json"
-    assert main(["--corpus", str(out), "--backbones", "logprobs", "--sizes", "8", "--folds", "2",
-                 "--out", str(res)]) == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert last["responses"] == 24 and last["top_size"] == 8
-    assert last["prm_logprobs_step_auc"] > 0.9  # the sure steps are the right ones here
+
+
+def test_backbone_policy_is_the_model_that_wrote_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """'policy' (the default backbone) reads the hidden states of the model named by the corpus' card, not
+    the default 0.5B: a corpus sampled by the 1.5B gets the 1.5B's features, under scorers named after it."""
+    from adaptivestep.bench import prm_quality as pq
+
+    out = tmp_path / "corpus"
+    _write_code_corpus(out)
+    (out / "card.json").write_text(json.dumps({"spec": {"model": "qwen2.5-coder-1.5b"}}))
+    asked: list[str] = []
+
+    def fake_features(items, backbone, cache, **kw):  # no model here: the log-prob features stand in
+        asked.append(backbone)
+        return [pq.policy_step_features(i) for i in items]
+
+    monkeypatch.setattr(pq, "features", fake_features)
+    assert pq.main(["--corpus", str(out), "--sizes", "8", "--folds", "2"]) == 0  # default: smollm2-135m policy
+    text = capsys.readouterr().out
+    assert asked == ["smollm2-135m", "qwen2.5-coder-1.5b"]
+    assert "backbone 'policy': the corpus' policy, qwen2.5-coder-1.5b" in text
+    assert "prm:qwen2.5-coder-1.5b" in text
+    asked.clear()
+    assert pq.main(["--corpus", str(out), "--backbones", "default", "--sizes", "8", "--folds", "2"]) == 0
+    assert asked == ["default"] and "is the default model, not this corpus' policy" in capsys.readouterr().out
+
+
+def test_a_code_corpus_in_the_shipped_layout_votes_on_programs(tmp_path: Path) -> None:
+    """The shipped layout has no problems file: the task kind comes from the shipped samples (it used to be
+    math for every record with a ``gold`` key, and a code record has ``gold: None``)."""
+    import gzip
+
+    from adaptivestep.bench.prm_quality import corpus_items
+
+    src, ship = tmp_path / "folder", tmp_path / "ship"
+    _write_code_corpus(src)
+    ship.mkdir()
+    for name, to in (("labels-confidence.jsonl", "labels.jsonl.gz"), ("samples.jsonl", "samples.jsonl.gz")):
+        (ship / to).write_bytes(gzip.compress((src / name).read_bytes()))
+    (ship / "card.json").write_text('{"tau": 0.5}')
+    votes = [i.vote for i in corpus_items(ship) if i.problem_id == "c1"]
+    assert votes[0] == "def f(x):\n    return x + 1" and votes[1] == "def f(x):\n    return x - 2"
+    (ship / "samples.jsonl.gz").unlink()  # no samples, no gold answer: the kind is unknown
+    with pytest.raises(ValueError, match="task kind is unknown"):
+        corpus_items(ship)
+
+
+def test_curve_sizes_refuses_what_no_fold_can_train(tmp_path: Path) -> None:
+    """Sizes above what the smallest fold trains on are left out with a note; none left, or fewer questions
+    than folds, is an error before any feature is computed (it used to print an empty curve)."""
+    from adaptivestep.bench.prm_quality import corpus_items, curve_sizes
+
+    _write_code_corpus(tmp_path)
+    items = corpus_items(tmp_path)  # 6 questions x 4 responses
+    assert curve_sizes(items, [4, 8, 100], 2, 0) == [4, 8]
+    with pytest.raises(ValueError, match="give sizes of at most 12"):
+        curve_sizes(items, [25, 50], 2, 0)
+    with pytest.raises(ValueError, match="6 labelled questions for 7 folds"):
+        curve_sizes(items, [4], 7, 0)
 
 
 def test_bench_corpus_model_option_reaches_the_spec_and_its_help(

@@ -16,7 +16,8 @@ Scorers: ``prm:<backbone>`` (head on the step labels, L2 chosen by inner cross-v
 ``confidence-mean`` / ``confidence-min`` (mean token log-prob of the response / lowest step-mean log-prob),
 ``prm-x-confidence:<backbone>`` (the PRM's step scores times the response's mean token probability), and
 ``prm-conf:<backbone>`` (the PRM's head reading the policy's own step log-prob features beside the backbone's;
-backbone ``logprobs`` is a head on those features alone, no model).
+backbone ``logprobs`` is a head on those features alone, no model). Backbone ``policy`` is the model that wrote
+the corpus (:func:`corpus_policy`: ``default`` for the default 0.5B, else its name).
 With ``--eval DIR`` (a folder of ``samples.jsonl`` + ``problems.jsonl`` of held-apart questions), heads
 trained on the whole corpus score those candidates too: that table is the one to quote (it reaches the summary
 JSON as ``eval_*`` keys), with each head's paired row against confidence-mean under the same rule (does the
@@ -54,6 +55,9 @@ import numpy as np
 RULES = ("min", "mean", "last", "prod")
 LOGPROBS = "logprobs"
 """The pseudo-backbone whose step features are the policy's own token log-probs (no model forward pass)."""
+POLICY = "policy"
+"""The backbone alias for the model that wrote the corpus' responses (:func:`corpus_policy`): the policy's own
+hidden states."""
 
 
 @dataclass
@@ -104,9 +108,9 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
     """Items of a corpus folder: its labelled records joined with their samples (for log-probs).
 
     A corpus in the shipped layout (:func:`is_shipped`: ``labels.jsonl.gz`` and ``card.json``, no problems)
-    takes its token log-probs from ``samples.jsonl.gz`` where it ships one (a corpus shipped without it gives
-    items without log-probs, so no confidence scorers); the vote is the math answer of the response (every
-    shipped corpus is math: its records carry a ``gold`` answer, checked).
+    takes its token log-probs and task kind from ``samples.jsonl.gz`` where it ships one (a corpus shipped
+    without it gives items without log-probs, so no confidence scorers, and must be math: its records carry a
+    ``gold`` answer, checked); the vote is :func:`~adaptivestep.checkers.vote_key` of that kind.
 
     saver: ``early-stop`` = the corpus' labels as built; ``first-error`` = the labels and cost that first-error
     search would have given on the same rollouts (:func:`replay_first_error`).
@@ -147,12 +151,14 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
                                  "exhaustively (early stop or first-error search leave a step fewer than M "
                                  "rollouts); label without savers, or train on hard labels")
             targets = list(r.soft_labels)
-        if shipped:
-            if "gold" not in r.meta:
-                raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has no gold answer; only math "
-                                 "corpora can be read in the shipped layout, which has no problems file (build the folder with `bench corpus`)")
+        if shipped:  # no problems file: the task kind is the sample's, or math where the record has a gold answer
             s = samples.get((r.problem_id, r.sample_index))
-            vote = vote_key("math", s.text if s is not None else "".join(r.completions))
+            kind = s.task_kind if s is not None else ("math" if r.meta.get("gold") else None)
+            if kind is None:
+                raise ValueError(f"{corpus}: record {r.problem_id}#{r.sample_index} has neither a sample nor a gold "
+                                 "answer, so its task kind is unknown (ship samples.jsonl.gz with it, or build the "
+                                 "folder with `bench corpus`)")
+            vote = vote_key(kind, s.text if s is not None else "".join(r.completions))
             logprobs = _step_logprobs(s, r.step_token_ends) if s is not None else []
         else:
             s = samples[(r.problem_id, r.sample_index)]
@@ -160,6 +166,36 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
         out.append(Item(r.problem_id, r.sample_index, r.prompt, list(r.completions), labels, bool(r.final_correct),
                         vote, logprobs, tokens, targets))
     return out
+
+
+def corpus_policy(corpus: Path) -> str:
+    """The model that wrote a corpus' responses, as a backbone name: the card's ``spec.model``, else the model
+    its samples name (a model file of an embedded model gives that model's name), else ``default``. The default
+    policy is called ``default``, so its scorers keep their names (``prm:default``).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "card.json").write_text('{"spec": {"model": "qwen2.5-coder-1.5b"}}'); corpus_policy(d)
+    'qwen2.5-coder-1.5b'
+    >>> _ = (d / "card.json").write_text('{"spec": {}}')
+    >>> _ = (d / "samples.jsonl").write_text('{"model": "/c/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"}\\n')
+    >>> corpus_policy(d)
+    'default'
+    """
+    import gzip
+
+    from ..embedded_models import DEFAULT_MODEL, EMBEDDED
+
+    model = None
+    if (corpus / "card.json").exists():
+        model = json.loads((corpus / "card.json").read_text()).get("spec", {}).get("model")
+    for name in ("samples.jsonl", "samples.jsonl.gz"):
+        if model or not (corpus / name).exists():
+            continue
+        with (gzip.open(corpus / name, "rt") if name.endswith(".gz") else (corpus / name).open()) as f:
+            first = f.readline()
+        path = json.loads(first).get("model") if first.strip() else None
+        model = next((m.name for m in EMBEDDED.values() if path and Path(path).name == m.filename), path)
+    return "default" if model in (None, "", "default", DEFAULT_MODEL) else str(model)
 
 
 def is_shipped(corpus: Path, method: str = "confidence") -> bool:
@@ -437,6 +473,27 @@ def question_folds(items: Sequence[Item], folds: int, seed: int) -> list[set[str
     return [{uniq[j] for j in held} for held in group_folds(uniq, folds, seed)]
 
 
+def curve_sizes(items: Sequence[Item], sizes: Sequence[int], folds: int, seed: int) -> list[int]:
+    """The training sizes that every fold can reach (a fold trains on the responses of the other folds'
+    questions); a note names those left out. ValueError, before any feature is computed, when there are fewer
+    questions than folds or no size fits."""
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it.problem_id] = counts.get(it.problem_id, 0) + 1
+    if len(counts) < folds:
+        raise ValueError(f"{len(counts)} labelled questions for {folds} folds: every fold needs a held-out "
+                         "question (give fewer --folds, or label more questions)")
+    most = min(len(items) - sum(counts[q] for q in held) for held in question_folds(items, folds, seed))
+    fit = [s for s in sizes if s <= most]
+    if not fit:
+        raise ValueError(f"--sizes {' '.join(map(str, sizes))}: the smallest fold trains on {most} responses "
+                         f"({len(items)} labelled in all); give sizes of at most {most}")
+    if len(fit) < len(sizes):
+        print(f"note: sizes {[s for s in sizes if s > most]} left out: the smallest fold trains on {most} "
+              "responses", flush=True)
+    return fit
+
+
 def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes: Sequence[int], folds: int,
                    seed: int, tokens: dict[int, list[int]] | None = None,
                    unregularised: bool = False) -> dict[int, dict[str, list[list[float]]]]:
@@ -518,7 +575,15 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         items = first_questions(items, corpus, questions)
     if not items:
         raise ValueError(f"{corpus}: no labelled records in labels-{method}.jsonl")
+    sizes = curve_sizes(items, sizes, folds, seed)
     cache = cache or (Path("runs/prm-quality-features") if shipped else corpus / "features")
+    policy = corpus_policy(corpus)
+    if POLICY in backbones:
+        print(f"backbone {POLICY!r}: the corpus' policy, {policy}", flush=True)
+    elif "default" in backbones and policy != "default":
+        print(f"note: backbone 'default' is the default model, not this corpus' policy ({policy}); "
+              f"'{POLICY}' reads the policy's own hidden states", flush=True)
+    backbones = list(dict.fromkeys(policy if b == POLICY else b for b in backbones))
     feats = {bb: features(items, bb, cache) for bb in backbones}
     print(f"corpus {corpus}: {len(items)} labelled responses, {len({i.problem_id for i in items})} questions, "
           f"{sum(len(i.steps) for i in items)} steps ({np.mean([x for i in items for x in i.labels] or [np.nan]):.2f} positive), "
@@ -774,9 +839,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "runs/prm-quality-features for a shipped corpus)")
     p.add_argument("--method", default="confidence",
                    help="which labels: labels-METHOD.jsonl; 'outcome' = every sampled response, final correctness only")
-    p.add_argument("--backbones", nargs="+", default=["smollm2-135m", "default"],
-                   help="feature sources: 'default' = the policy itself (Qwen2.5-Coder-0.5B), smollm2-135m, ...; "
-                   "'logprobs' = no model, the policy's own step log-prob features")
+    p.add_argument("--backbones", nargs="+", default=["smollm2-135m", POLICY],
+                   help="feature sources: 'policy' = the model that wrote the corpus' responses (its card's; "
+                   "scorers named after it, 'default' for the default Qwen2.5-Coder-0.5B), 'default', "
+                   "smollm2-135m, qwen2.5-coder-1.5b, a GGUF file or HF directory; 'logprobs' = no model, the "
+                   "policy's own step log-prob features")
     p.add_argument("--sizes", nargs="+", type=int, default=[25, 50, 100, 200, 400], help="training responses")
     p.add_argument("--folds", type=int, default=5, help="question folds")
     p.add_argument("--seed", type=int, default=0)
