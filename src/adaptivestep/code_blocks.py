@@ -87,7 +87,8 @@ def program_key(code: str) -> str:
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SyntaxWarning)  # e.g. an invalid escape in a string literal
+            warnings.simplefilter("ignore", SyntaxWarning)  # an invalid escape in a string literal (3.12+),
+            warnings.simplefilter("ignore", DeprecationWarning)  # the same on 3.11
             tree = ast.parse(code)
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _docstring(

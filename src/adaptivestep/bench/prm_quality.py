@@ -170,8 +170,8 @@ def corpus_items(corpus: Path, method: str = "confidence", saver: str = "early-s
 
 def corpus_policy(corpus: Path) -> str:
     """The model that wrote a corpus' responses, as a backbone name: the card's ``spec.model``, else the model
-    its samples name (a model file of an embedded model gives that model's name), else ``default``. The default
-    policy is called ``default``, so its scorers keep their names (``prm:default``).
+    its samples name, else ``default``; the file of an embedded model, named either way, gives that model's
+    name. The default policy is called ``default``, so its scorers keep their names (``prm:default``).
 
     >>> import tempfile; d = Path(tempfile.mkdtemp())
     >>> _ = (d / "card.json").write_text('{"spec": {"model": "qwen2.5-coder-1.5b"}}'); corpus_policy(d)
@@ -180,21 +180,29 @@ def corpus_policy(corpus: Path) -> str:
     >>> _ = (d / "samples.jsonl").write_text('{"model": "/c/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"}\\n')
     >>> corpus_policy(d)
     'default'
+    >>> _ = (d / "card.json").write_text('{"spec": {"model": "/m/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"}}')
+    >>> corpus_policy(d), corpus_policy(d.parent / "no-such-corpus")
+    ('qwen2.5-coder-1.5b', 'default')
     """
     import gzip
 
-    from ..embedded_models import DEFAULT_MODEL, EMBEDDED
+    from ..embedded_models import DEFAULT_MODEL, EMBEDDED, is_embedded
 
     model = None
     if (corpus / "card.json").exists():
-        model = json.loads((corpus / "card.json").read_text()).get("spec", {}).get("model")
+        model = (json.loads((corpus / "card.json").read_text()).get("spec") or {}).get("model")
     for name in ("samples.jsonl", "samples.jsonl.gz"):
         if model or not (corpus / name).exists():
             continue
         with (gzip.open(corpus / name, "rt") if name.endswith(".gz") else (corpus / name).open()) as f:
-            first = f.readline()
-        path = json.loads(first).get("model") if first.strip() else None
-        model = next((m.name for m in EMBEDDED.values() if path and Path(path).name == m.filename), path)
+            first = next((line for line in f if line.strip()), "")
+        try:
+            model = json.loads(first).get("model") if first else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{corpus / name}: its first record is not JSON ({e}), so the corpus' policy is "
+                             "unknown; name the backbone instead of 'policy'") from None
+    if model and not is_embedded(model):  # a model file of an embedded model: that model's name
+        model = next((m.name for m in EMBEDDED.values() if Path(model).name == m.filename), model)
     return "default" if model in (None, "", "default", DEFAULT_MODEL) else str(model)
 
 
@@ -577,7 +585,7 @@ def run(corpus: Path, backbones: Sequence[str], sizes: Sequence[int], folds: int
         raise ValueError(f"{corpus}: no labelled records in labels-{method}.jsonl")
     sizes = curve_sizes(items, sizes, folds, seed)
     cache = cache or (Path("runs/prm-quality-features") if shipped else corpus / "features")
-    policy = corpus_policy(corpus)
+    policy = corpus_policy(corpus) if {POLICY, "default"} & set(backbones) else "default"
     if POLICY in backbones:
         print(f"backbone {POLICY!r}: the corpus' policy, {policy}", flush=True)
     elif "default" in backbones and policy != "default":

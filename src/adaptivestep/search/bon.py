@@ -30,7 +30,8 @@ lower index wins; between answers with equal votes, the answer whose first holde
 When no candidate can win by the rule at all (no answers for majority, nothing correct for oracle) the
 lowest-index candidate is returned and ``Selection.note`` says why. The accuracy estimators count a tie between
 answers in a vote at its expectation over a random tie-break instead (:func:`~.estimate.majority_expectation`),
-so a reported accuracy does not depend on the candidates' order.
+so a vote's reported accuracy does not depend on the candidates' order (other exact ties still go to the lowest
+index).
 
 The rules work on a whole matrix of subsets at once (:func:`choose`), so the accuracy-vs-N estimator
 (:mod:`adaptivestep.search.estimate`) uses exactly this code: :func:`select` is the one-subset case.

@@ -26,10 +26,12 @@ question the interval collapses to the point.
 Every selection goes through :func:`adaptivestep.search.bon.choose`, the same code as :func:`~.bon.select`,
 with one difference in what is counted: a tie between answers in a vote (``majority``, and the majority
 fallback of the other rules) counts at its expectation over a uniformly random tie-break
-(:func:`majority_expectation`), where ``select`` takes the answer whose first holder has the lowest index. So an
-estimate does not depend on the order of the candidates: with N equal to the pool size and every answer
+(:func:`majority_expectation`), where ``select`` takes the answer whose first holder has the lowest index. So a
+vote's estimate does not depend on the order of the candidates: with N equal to the pool size and every answer
 different (typical of code, where the vote key is the whole program), majority counts as the pool's mean
-correctness, not as whether candidate 0 happens to be right.
+correctness, not as whether candidate 0 happens to be right. Other exact ties (equal PRM scores, equal
+confidences, equal weighted sums, a subset where no candidate has an answer) still go to the lowest index:
+with continuous scores they are rare.
 """
 
 from __future__ import annotations
