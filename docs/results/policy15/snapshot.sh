@@ -9,6 +9,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/$name"
 for f in /work/runs/$name/*; do
+  [ -f "$f" ] || continue  # e.g. a features/ cache of bench prm-quality: derived, not kept
   case "$f" in
     *.sqlite-wal|*.sqlite-shm|*.lock) ;;
     *.sqlite) python3 -c "import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); s.backup(d); d.close()" "$f" "$tmp/$name/$(basename "$f")" ;;
