@@ -45,6 +45,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -184,23 +185,15 @@ def corpus_policy(corpus: Path) -> str:
     >>> corpus_policy(d), corpus_policy(d.parent / "no-such-corpus")
     ('qwen2.5-coder-1.5b', 'default')
     """
-    import gzip
-
     from ..embedded_models import DEFAULT_MODEL, EMBEDDED, is_embedded
+    from ..jsonl import iter_json
 
     model = None
     if (corpus / "card.json").exists():
         model = (json.loads((corpus / "card.json").read_text()).get("spec") or {}).get("model")
     for name in ("samples.jsonl", "samples.jsonl.gz"):
-        if model or not (corpus / name).exists():
-            continue
-        with (gzip.open(corpus / name, "rt") if name.endswith(".gz") else (corpus / name).open()) as f:
-            first = next((line for line in f if line.strip()), "")
-        try:
-            model = json.loads(first).get("model") if first else None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{corpus / name}: its first record is not JSON ({e}), so the corpus' policy is "
-                             "unknown; name the backbone instead of 'policy'") from None
+        if not model and (corpus / name).exists():  # a bad first line: DataError naming the file and line
+            model = next((obj.get("model") for _, obj in iter_json(corpus / name)), None)
     if model and not is_embedded(model):  # a model file of an embedded model: that model's name
         model = next((m.name for m in EMBEDDED.values() if Path(model).name == m.filename), model)
     return "default" if model in (None, "", "default", DEFAULT_MODEL) else str(model)
@@ -485,9 +478,7 @@ def curve_sizes(items: Sequence[Item], sizes: Sequence[int], folds: int, seed: i
     """The training sizes that every fold can reach (a fold trains on the responses of the other folds'
     questions); a note names those left out. ValueError, before any feature is computed, when there are fewer
     questions than folds or no size fits."""
-    counts: dict[str, int] = {}
-    for it in items:
-        counts[it.problem_id] = counts.get(it.problem_id, 0) + 1
+    counts = Counter(it.problem_id for it in items)
     if len(counts) < folds:
         raise ValueError(f"{len(counts)} labelled questions for {folds} folds: every fold needs a held-out "
                          "question (give fewer --folds, or label more questions)")
@@ -509,9 +500,7 @@ def learning_curve(items: list[Item], feats: dict[str, list[np.ndarray]], sizes:
     per size, the rollout tokens that each fold's training subset cost to label."""
     from ..prm.quality import learning_curve_subsets
 
-    per_q: dict[str, int] = {}
-    for it in items:
-        per_q[it.problem_id] = per_q.get(it.problem_id, 0) + 1
+    per_q = Counter(it.problem_id for it in items)
     uniq = sorted(per_q)
     preds: dict[int, dict[str, list[list[float] | None]]] = {}
     for f, test_q in enumerate(question_folds(items, folds, seed)):

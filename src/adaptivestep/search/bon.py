@@ -158,6 +158,16 @@ class Choice:
     no_winner: np.ndarray
 
 
+def answer_sums(pool: Pool, sub: np.ndarray, voter: np.ndarray, *weights: np.ndarray) -> list[np.ndarray]:
+    """Per row of ``sub`` (B, N positions) and answer class: how many of the row's ``voter`` candidates hold it,
+    then the sum of each of ``weights`` (B, N) over them; each array (B, K), float. The tally of every vote."""
+    b = len(sub)
+    k = max(pool.n_answers, 1)
+    flat = (np.arange(b)[:, None] * k + np.where(voter, pool.answer[sub], 0))[voter]
+    return [np.bincount(flat, weights=None if w is None else w[voter], minlength=b * k).reshape(b, k)
+            .astype(np.float64) for w in (None, *weights)]
+
+
 def _vote(pool: Pool, sub: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray]:
     """Columns chosen by (weighted) vote in each row of ``sub`` (B, N), and the rows with no voter."""
     b, n = sub.shape
@@ -169,10 +179,9 @@ def _vote(pool: Pool, sub: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.n
         voter &= ~np.isnan(s)
     rows = np.broadcast_to(np.arange(b)[:, None], (b, n))
     cols = np.broadcast_to(np.arange(n)[None, :], (b, n))
-    flat = (rows * k + np.where(voter, a, 0))[voter]
-    w = s[voter] if weighted else None
-    total = np.bincount(flat, weights=w, minlength=b * k).reshape(b, k).astype(np.float64)
-    present = np.bincount(flat, minlength=b * k).reshape(b, k) > 0
+    count, *summed = answer_sums(pool, sub, voter, *([s] if weighted else []))
+    total = summed[0] if weighted else count
+    present = count > 0
     first = np.full((b, k), n, dtype=np.int64)  # column of each answer's first (lowest-index) holder
     np.minimum.at(first, (rows[voter], a[voter]), cols[voter])
     tot = np.where(present, total, -np.inf)

@@ -44,7 +44,7 @@ from math import comb
 import numpy as np
 
 from ..seeds import rng_for
-from .bon import Candidate, Pool, build_pool, choose, get_rule
+from .bon import Candidate, Pool, answer_sums, build_pool, choose, get_rule
 
 
 class TooManySubsetsError(ValueError):
@@ -164,14 +164,8 @@ def majority_expectation(pool: Pool, sub: np.ndarray) -> np.ndarray:
     >>> majority_expectation(pool, np.array([[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 3, 4]])).tolist()
     [1.0, 0.25, 0.25]
     """
-    b, n = sub.shape
-    k = max(pool.n_answers, 1)
-    a = pool.answer[sub]
     ok = pool.correct[sub].astype(np.float64)
-    voter = a >= 0
-    flat = (np.arange(b)[:, None] * k + np.where(voter, a, 0))[voter]
-    votes = np.bincount(flat, minlength=b * k).reshape(b, k)
-    right = np.bincount(flat, weights=ok[voter], minlength=b * k).reshape(b, k).astype(np.float64)
+    votes, right = answer_sums(pool, sub, pool.answer[sub] >= 0, ok)
     tied = (votes > 0) & (votes == votes.max(axis=1, keepdims=True))
     share = np.divide(right, votes, out=np.zeros_like(right), where=votes > 0)
     n_tied = tied.sum(axis=1)
