@@ -94,7 +94,7 @@ def test_select_questions_filters_by_reference_length_and_is_nested() -> None:
 
 def _synthetic(n_q: int, per_q: int, rng: np.random.Generator) -> tuple[list, list[np.ndarray]]:
     """Items whose step labels a linear head can read from their features (plus noise)."""
-    from adaptivestep.bench.prm_quality import Item
+    from adaptivestep.bench.prm_quality_items import Item
 
     items, feats = [], []
     for q in range(n_q):
@@ -125,7 +125,8 @@ def test_learning_curve_scores_every_item_out_of_fold_and_learns() -> None:
 def test_prm_conf_reads_the_policy_log_probs_that_the_backbone_lacks(tmp_path: Path) -> None:
     """Labels carried by the steps' token log-probs only: the backbone head stays near chance, prm-conf and
     the model-free 'logprobs' head learn them on held-out questions; 'logprobs' has no prm-conf twin."""
-    from adaptivestep.bench.prm_quality import Item, features, learning_curve, metrics
+    from adaptivestep.bench.prm_quality import learning_curve, metrics
+    from adaptivestep.bench.prm_quality_items import Item, features
 
     rng = np.random.default_rng(1)
     items, feats = [], []
@@ -148,7 +149,7 @@ def test_feature_cache_computes_only_the_responses_it_has_not_seen(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A grown corpus reuses the cached features of its old responses: the backbone runs on the new ones only,
     and every response gets back its own (K, H) rows whatever the order."""
-    from adaptivestep.bench import prm_quality as pq
+    from adaptivestep.bench import prm_quality_items as pq
     from adaptivestep.prm import model
 
     seen: list[int] = []  # the question lengths the backbone ran on
@@ -179,7 +180,7 @@ def test_feature_cache_computes_only_the_responses_it_has_not_seen(tmp_path: Pat
 
 
 def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels() -> None:
-    from adaptivestep.bench.prm_quality import replay_first_error
+    from adaptivestep.bench.prm_quality_items import replay_first_error
 
     rng = np.random.default_rng(2)
     for _ in range(200):
@@ -196,7 +197,8 @@ def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels()
 
 def test_fold_mean_step_auc_ranks_within_each_head_only() -> None:
     """Two folds, each ranked perfectly by its own head but calibrated apart: pooled AUC < 1, fold mean = 1."""
-    from adaptivestep.bench.prm_quality import Item, metrics
+    from adaptivestep.bench.prm_quality import metrics
+    from adaptivestep.bench.prm_quality_items import Item
 
     items, scores, folds = [], [], []
     for f, shift in ((0, 0.0), (1, 0.5)):
@@ -227,7 +229,8 @@ def test_within_question_auc_ignores_what_separates_questions() -> None:
 
 def test_bench_metrics_give_weighted_majority_a_paired_row() -> None:
     """Two wrong answers agree, one right answer scores high: the vote is wrong, the weighted vote is right."""
-    from adaptivestep.bench.prm_quality import Item, metrics
+    from adaptivestep.bench.prm_quality import metrics
+    from adaptivestep.bench.prm_quality_items import Item
 
     items = [Item("q", 0, "q", ["s"], [], True, "7", [[-1.0]]),
              Item("q", 1, "q", ["s"], [], False, "3", [[-1.0]]),
@@ -243,13 +246,9 @@ def test_saved_candidate_records_rebuild_the_same_best_of_n_table() -> None:
     """The per-candidate records a held-apart run saves give back its Best-of-N figures exactly, per scorer."""
     import json
 
-    from adaptivestep.bench.prm_quality import (
-        Item,
-        candidate_pools,
-        candidate_records,
-        metrics,
-        pools_from_records,
-    )
+    from adaptivestep.bench.prm_quality import metrics
+    from adaptivestep.bench.prm_quality_items import Item, candidate_pools
+    from adaptivestep.bench.prm_quality_pair import candidate_records, pools_from_records
     from adaptivestep.prm.quality import bon_vs_majority
 
     items = [Item(f"q{q}", j, "q", ["a", "b"], [], (q + j) % 3 == 0, str((q * j) % 2), [[-1.0], [-2.0]])
@@ -280,13 +279,8 @@ def _copy_of(src: Path, dest: Path, *names: str) -> Path:
 
 
 def test_the_shipped_corpus_reads_as_items_with_its_samples_log_probs(tmp_path: Path) -> None:
-    from adaptivestep.bench.prm_quality import (
-        combined_scores,
-        confidence_scores,
-        corpus_items,
-        corpus_tau,
-        is_shipped,
-    )
+    from adaptivestep.bench.prm_quality import combined_scores, confidence_scores
+    from adaptivestep.bench.prm_quality_items import corpus_items, corpus_tau, is_shipped
     from adaptivestep.prm.shipped import corpus_dir, shipped_tau
 
     d = corpus_dir("gsm8k")
@@ -471,7 +465,7 @@ def test_bench_prm_quality_eval_rows_reach_the_summary_with_a_row_against_confid
     assert set(vs) >= {"prm:logprobs", "prm-x-confidence:logprobs", "orm:logprobs"} and "confidence-min" not in vs
     assert all(row[3] == 3 for by_rule in vs.values() for row in by_rule.values())
     # every held-apart candidate is saved with every scorer's step scores, and they give back the table
-    from adaptivestep.bench.prm_quality import pools_from_records
+    from adaptivestep.bench.prm_quality_pair import pools_from_records
     from adaptivestep.prm.quality import bon_vs_majority
 
     recs = saved["eval_candidates"]
@@ -528,11 +522,11 @@ def test_eval_rest_holds_apart_the_corpus_questions_after_the_first_k_split_as_t
     assert ev["bon_min"]["questions"] == 2 and ev["bon_min"]["oracle"] == 1.0
     # the curve's out-of-fold scores of the 16 labelled responses are saved too, and pair with themselves to 0
     assert len(saved["curve_candidates"]) == 16 and "prm:logprobs" in saved["curve_candidates"][0]["scores"]
-    from adaptivestep.bench.prm_quality import pair_runs
+    from adaptivestep.bench.prm_quality_pair import pair_runs
 
     same = pair_runs(saved, saved, "prm:logprobs", on="curve")
     assert same["questions"] == 4 and same["prm_min_a_minus_b"][0] == 0.0
-    from adaptivestep.bench.prm_quality import eval_items
+    from adaptivestep.bench.prm_quality_items import eval_items
 
     items, _ = eval_items(out, Path("rest"), "newline", 4, tmp_path)
     assert {i.problem_id for i in items} == {"q4", "q5"} and {len(i.steps) for i in items} == {3}
@@ -549,7 +543,8 @@ def test_label_budget_and_rest_after_compare_two_prefixes_on_the_same_held_apart
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--label-budget 85 takes the longest question prefix whose labels cost <= 85 tokens (2 questions at 40
     each); --rest-after 3 then scores questions 4-6 whatever the prefix, and refuses a smaller N than it."""
-    from adaptivestep.bench.prm_quality import corpus_items, main, questions_within
+    from adaptivestep.bench.prm_quality import main
+    from adaptivestep.bench.prm_quality_items import corpus_items, questions_within
 
     out = _newline_corpus(tmp_path)
     items = corpus_items(out, "newline")
@@ -574,7 +569,8 @@ def test_pair_runs_pairs_two_methods_on_the_same_responses_per_question(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--pair: a scorer that ranks each question's right answers first (run a) against one that ranks them last
     (run b): within-question AUC 1 vs 0, and a beats b under prm-min; runs on other responses are refused."""
-    from adaptivestep.bench.prm_quality import main, pair_runs
+    from adaptivestep.bench.prm_quality import main
+    from adaptivestep.bench.prm_quality_pair import pair_runs
 
     def run(method: str, good: float, bad: float) -> dict:
         recs = []
@@ -628,7 +624,8 @@ def test_train_modes_adds_a_fine_tuned_prm_row_on_the_held_apart_questions_and_r
     training again; --pair-scorer A B pairs it with the same run's frozen-backbone head."""
     from tiny_models import save_tiny_qwen2
 
-    from adaptivestep.bench.prm_quality import main, pair_runs
+    from adaptivestep.bench.prm_quality import main
+    from adaptivestep.bench.prm_quality_pair import pair_runs
 
     out = _newline_corpus(tmp_path)
     bb = save_tiny_qwen2(tmp_path / "tiny", [f"What is {k} + {k}? {k} and {k}. Together {2 * k}. The answer is 7."
@@ -668,7 +665,8 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
     labels; a corpus labelled with early stop / first-error search has no unbiased fraction and is refused."""
     import dataclasses
 
-    from adaptivestep.bench.prm_quality import Item, corpus_items, fit_scorers, main
+    from adaptivestep.bench.prm_quality import fit_scorers, main
+    from adaptivestep.bench.prm_quality_items import Item, corpus_items
     from adaptivestep.prm.shipped import corpus_dir
 
     d = corpus_dir("gsm8k")
@@ -710,7 +708,8 @@ def test_soft_labels_train_the_heads_and_are_refused_for_saver_labelled_records(
 def test_bench_prm_quality_reads_a_code_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A `bench corpus` folder of code questions (tests, not answers) gives its curve like a math one: votes
     come from the code itself (two spellings of one program are one vote), correctness from the labels."""
-    from adaptivestep.bench.prm_quality import corpus_items, main
+    from adaptivestep.bench.prm_quality import main
+    from adaptivestep.bench.prm_quality_items import corpus_items
 
     out = tmp_path / "code-corpus"
     _write_code_corpus(out)
@@ -786,7 +785,7 @@ def test_a_code_corpus_in_the_shipped_layout_votes_on_programs(tmp_path: Path) -
     math for every record with a ``gold`` key, and a code record has ``gold: None``)."""
     import gzip
 
-    from adaptivestep.bench.prm_quality import corpus_items
+    from adaptivestep.bench.prm_quality_items import corpus_items
 
     src, ship = tmp_path / "folder", tmp_path / "ship"
     _write_code_corpus(src)
@@ -804,7 +803,8 @@ def test_a_code_corpus_in_the_shipped_layout_votes_on_programs(tmp_path: Path) -
 def test_curve_sizes_refuses_what_no_fold_can_train(tmp_path: Path) -> None:
     """Sizes above what the smallest fold trains on are left out with a note; none left, or fewer questions
     than folds, is an error before any feature is computed (it used to print an empty curve)."""
-    from adaptivestep.bench.prm_quality import corpus_items, curve_sizes
+    from adaptivestep.bench.prm_quality import curve_sizes
+    from adaptivestep.bench.prm_quality_items import corpus_items
 
     _write_code_corpus(tmp_path)
     items = corpus_items(tmp_path)  # 6 questions x 4 responses

@@ -5,7 +5,7 @@ lowest-index column."""
 import gzip
 import json
 
-from adaptivestep.bench.prm_quality import pools_from_records
+from adaptivestep.bench.prm_quality_pair import pools_from_records
 from adaptivestep.prm.quality import bon_vs_majority
 
 recs = json.load(gzip.open("docs/results/fresh3-candidates.json.gz"))["candidates"]

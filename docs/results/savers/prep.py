@@ -3,7 +3,7 @@ import json
 import sys
 from pathlib import Path
 
-from adaptivestep.bench.prm_quality import corpus_items, questions_within
+from adaptivestep.bench.prm_quality_items import corpus_items, questions_within
 
 EXH, BUILT = Path("/work/corpus/exh"), Path("/work/corpus/gsm8k-easy")
 probs = [json.loads(line)["id"] for line in open(EXH / "problems.jsonl")]
