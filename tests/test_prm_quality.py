@@ -179,6 +179,39 @@ def test_feature_cache_computes_only_the_responses_it_has_not_seen(tmp_path: Pat
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
 
+def test_feature_store_keeps_what_a_stopped_run_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is written after every few questions: a run stopped midway (here the backbone fails on its
+    third batch) keeps the batches it finished, and the rerun computes only the rest. A question's responses
+    always go in one batch (they share the prompt's forward pass)."""
+    from adaptivestep.bench import prm_quality_items as pq
+    from adaptivestep.prm import model
+
+    batches: list[list[str]] = []
+
+    class Backbone:
+        @staticmethod
+        def from_backbone(name: str, **_: object) -> "Backbone":
+            return Backbone()
+
+        def features_batch(self, items, progress=False):  # noqa: ANN001, ANN201
+            if len(batches) == 2 and not fixed:
+                raise KeyboardInterrupt
+            batches.append([q for q, _ in items])
+            return [np.ones((len(steps), 3), np.float32) for _, steps in items]
+
+    monkeypatch.setattr(model, "PRM", Backbone)
+    items = [pq.Item(f"q{q}", j, f"question {q}", ["a", f"b{j}"], [1.0, 1.0], True, None, [])
+             for q in range(5) for j in range(2 if q != 1 else 3)]
+    fixed = False
+    with pytest.raises(KeyboardInterrupt):
+        pq.features(items, "bb", tmp_path, save_every=4)
+    assert batches == [["question 0"] * 2 + ["question 1"] * 3, ["question 2"] * 2 + ["question 3"] * 2]
+    assert len(pq.load_feature_store(tmp_path / "features-bb-1024.npz")) == 9  # both finished batches kept
+    fixed = True
+    got = pq.features(items, "bb", tmp_path, save_every=4)
+    assert batches[2:] == [["question 4"] * 2] and len(got) == len(items)
+
+
 def test_first_error_replay_costs_at_most_the_corpus_and_keeps_monotone_labels() -> None:
     from adaptivestep.bench.prm_quality_items import replay_first_error
 
