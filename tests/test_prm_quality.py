@@ -179,7 +179,8 @@ def test_feature_cache_computes_only_the_responses_it_has_not_seen(tmp_path: Pat
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
 
-def test_feature_store_keeps_what_a_stopped_run_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_feature_store_keeps_what_a_stopped_run_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The store is written after every few questions: a run stopped midway (here the backbone fails on its
     third batch) keeps the batches it finished, and the rerun computes only the rest. A question's responses
     always go in one batch (they share the prompt's forward pass)."""
@@ -207,6 +208,7 @@ def test_feature_store_keeps_what_a_stopped_run_computed(tmp_path: Path, monkeyp
         pq.features(items, "bb", tmp_path, save_every=4)
     assert batches == [["question 0"] * 2 + ["question 1"] * 3, ["question 2"] * 2 + ["question 3"] * 2]
     assert len(pq.load_feature_store(tmp_path / "features-bb-1024.npz")) == 9  # both finished batches kept
+    assert "bb features: 9 of 11 new responses computed and saved" in capsys.readouterr().out
     fixed = True
     got = pq.features(items, "bb", tmp_path, save_every=4)
     assert batches[2:] == [["question 4"] * 2] and len(got) == len(items)

@@ -5,12 +5,12 @@ Each cell: step AUC pooled / per fold, response AUC (min), within-question AUC (
 with its paired bootstrap 95% interval.
 """
 
-import gzip
-import json
 import sys
+from pathlib import Path
 
-with (gzip.open if sys.argv[1].endswith(".gz") else open)(sys.argv[1], "rt") as f:
-    run = json.load(f)
+from adaptivestep.bench.prm_quality_pair import read_run
+
+run = read_run(Path(sys.argv[1]))
 curve = run["curve"]
 names = list(curve[max(curve, key=int)])
 print(f"{run['responses']} responses; labels cost {run['label_tokens']:,} rollout tokens\n")

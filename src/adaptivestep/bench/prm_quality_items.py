@@ -259,12 +259,15 @@ def features(items: Sequence[Item], backbone: str, cache_dir: Path, *, max_lengt
         for k, i in todo.items():
             by_q.setdefault(i.problem_id, []).append(k)
         batch: list[str] = []
+        done = 0
         for n, ks in enumerate(by_q.values()):
             batch += ks
             if len(batch) >= save_every or n == len(by_q) - 1:
                 got = prm.features_batch([(todo[k].question, todo[k].steps) for k in batch], progress=True)
                 have.update(zip(batch, got))
                 save_feature_store(path, have)
+                done += len(batch)
+                print(f"{backbone} features: {done} of {len(todo)} new responses computed and saved", flush=True)
                 batch = []
     return [have[k] for k in keys]
 
